@@ -1,0 +1,135 @@
+"""The DecodeGraph: everything dense between the uint8 image and the grouping, as one torch module.
+
+``DecodeGraph = Decode ∘ network ∘ Normalize``: normalize (SPEC §4.4) → batch each image with its
+horizontal flip → HigherHRNet → flip back + permute (SPEC §5) → resize every stage directly to the base
+size, average stages, flips and scales (SPEC §5, §11) → NMS 5×5 → top-k per joint → gather tags →
+quarter-pixel adjust of each candidate (SPEC §6, §8). ``Decode`` alone can be fed recorded or rendered
+network outputs.
+
+Written for export from the start: no Python control flow on tensor values, H and W dynamic (taken
+from tensor shapes), integer index arithmetic only. Everything after the network stays float32.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from runtime.metadata import MEAN, NUM_JOINTS, STD, DecodeConfig
+
+# Candidate columns, in this order, in the ``candidates`` output.
+CANDIDATE_FIELDS = ("x", "y", "val", "tag0", "tag1")
+
+
+class Normalize(nn.Module):
+    """uint8 ``[N, H, W, 3]`` RGB → float32 ``[N, 3, H, W]``: ``(x / 255 - mean) / std`` (SPEC §4.4)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        # Contiguous NCHW: a channels-last view would send the network down other (equally valid,
+        # not bit-identical) convolution kernels than the reference's.
+        return ((x - self.mean) / self.std).contiguous()
+
+
+def _resize(x: torch.Tensor, height, width) -> torch.Tensor:
+    """Bilinear resize straight to the base size (a same-size resize is an exact copy)."""
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def _gather(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return torch.gather(flat, 2, index)
+
+
+class Decode(nn.Module):
+    """Raw network outputs of every scale → ``(candidates, heatmap, tags)``.
+
+    Input: one ``(y0, y1)`` pair per scale (largest first), batch ``2N``: the raw outputs of the N
+    images, then those of their flipped copies. Outputs at the base size ``H × W``:
+    ``candidates [N, 17, k, 5]`` (adjusted x, y, val, tag0, tag1), ``heatmap [N, 17, H, W]`` and
+    ``tags [N, 17, H, W, 2]`` (original and flipped tag of each pixel, SPEC §5.3).
+    """
+
+    def __init__(self, config: DecodeConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("flip_index", torch.tensor(config.flip_index, dtype=torch.long), persistent=False)
+
+    def _unflip(self, y: torch.Tensor) -> torch.Tensor:
+        """Flip a flipped pass back along width, then swap left/right joints in every group of 17 channels."""
+        y = torch.flip(y, dims=[3])
+        groups = [torch.index_select(g, 1, self.flip_index) for g in torch.split(y, NUM_JOINTS, dim=1)]
+        return torch.cat(groups, dim=1) if len(groups) > 1 else groups[0]
+
+    def aggregate(self, outputs: list[tuple[torch.Tensor, torch.Tensor]], height, width) -> tuple[torch.Tensor, torch.Tensor]:
+        """Heatmap ``[N,17,H,W]`` averaged over stages, flips and scales; tags ``[N,17,H,W,2]`` of scale 1."""
+        total = None
+        tags = None
+        for index, (y0, y1) in enumerate(outputs):
+            n = y0.shape[0] // 2
+            passes = ((y0[:n], y1[:n]), (self._unflip(y0[n:]), self._unflip(y1[n:])))
+            original, flipped = [(_resize(a[:, :NUM_JOINTS], height, width) + _resize(b, height, width)) / 2.0
+                                 for a, b in passes]
+            heatmap = (original + flipped) / 2.0
+            total = heatmap if total is None else total + heatmap
+            if index == self.config.base:
+                tags = torch.stack([_resize(a[:, NUM_JOINTS:], height, width) for a, _ in passes], dim=4)
+        if len(outputs) > 1:
+            total = total / float(len(outputs))
+        return total, tags
+
+    def candidates(self, heatmap: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """NMS, top-k, tag gather and quarter-pixel adjust of every candidate (SPEC §6, §8)."""
+        n, joints, height, width = heatmap.shape
+        pad = (self.config.nms_kernel - 1) // 2
+        pooled = F.max_pool2d(heatmap, self.config.nms_kernel, 1, pad)
+        suppressed = heatmap * torch.eq(pooled, heatmap).to(heatmap.dtype)
+        val, index = torch.topk(suppressed.reshape(n, joints, -1), self.config.top_k, dim=2)
+        x = torch.remainder(index, width)
+        y = torch.div(index, width, rounding_mode="floor")
+
+        flat_tags = tags.reshape(n, joints, -1, tags.shape[-1])
+        tag = torch.stack([_gather(flat_tags[..., c], index) for c in range(tags.shape[-1])], dim=3)
+
+        flat = heatmap.reshape(n, joints, -1)
+        row = y * width
+        right = _gather(flat, row + torch.clamp(x + 1, max=width - 1))
+        left = _gather(flat, row + torch.clamp(x - 1, min=0))
+        down = _gather(flat, torch.clamp(y + 1, max=height - 1) * width + x)
+        up = _gather(flat, torch.clamp(y - 1, min=0) * width + x)
+        quarter = torch.tensor(0.25, dtype=heatmap.dtype)
+        x_adjusted = x.to(heatmap.dtype) + torch.where(right > left, quarter, -quarter) + 0.5
+        y_adjusted = y.to(heatmap.dtype) + torch.where(down > up, quarter, -quarter) + 0.5
+        return torch.cat([x_adjusted.unsqueeze(3), y_adjusted.unsqueeze(3), val.unsqueeze(3), tag], dim=3)
+
+    def forward(self, outputs: list[tuple[torch.Tensor, torch.Tensor]], height, width):
+        heatmap, tags = self.aggregate(outputs, height, width)
+        return self.candidates(heatmap, tags), heatmap, tags
+
+
+class DecodeGraph(nn.Module):
+    """uint8 image(s) → ``(candidates, heatmap, tags)``: the whole dense part of the reference.
+
+    One uint8 ``[N, H_s, W_s, 3]`` input per scale, largest first (sizes from
+    ``runtime.preprocess.multi_scale_geometry``); the scale-1 input sets the base size.
+    """
+
+    def __init__(self, network: nn.Module, config: DecodeConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or DecodeConfig()
+        self.normalize = Normalize()
+        self.network = network
+        self.decode = Decode(self.config)
+
+    def raw_outputs(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.normalize(image)
+        return self.network(torch.cat([x, torch.flip(x, dims=[3])], dim=0))
+
+    def forward(self, *images: torch.Tensor):
+        outputs = [self.raw_outputs(image) for image in images]
+        base = images[self.config.base]
+        return self.decode(outputs, base.shape[1], base.shape[2])

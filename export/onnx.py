@@ -1,0 +1,693 @@
+"""python -m export.onnx — export the DecodeGraph to one self-contained ONNX file.
+
+Examples:
+  python -m export.onnx --arch w32                                  # synthetic:0 weights -> w32.onnx
+  python -m export.onnx --arch w32 --checkpoint w32_512 -o w32_512.onnx
+  python -m export.onnx --arch w48 --checkpoint ckpt.pth --scales 2,1,0.5 --simplify -o w48_ms.onnx
+
+What is written
+---------------
+The whole dense part of the reference (normalize, flip test, HigherHRNet, stage/flip/scale averaging,
+NMS, top-k, tag gather, quarter-pixel adjust) as a single ONNX graph:
+
+* inputs: one uint8 ``[N, H, W, 3]`` RGB image per scale, named by ``ModelMetadata.input_names``
+  (``image``, or ``image_0`` … largest scale first); N, H and W are dynamic, H and W must be
+  multiples of 64 (what ``runtime.preprocess`` produces; recorded as ``export.input_multiple``);
+* outputs: ``candidates [N, 17, k, 5]``, ``heatmap [N, 17, H, W]``, ``tags [N, 17, H, W, 2]`` at the
+  scale-1 size;
+* weights inside the file (never an external-data sidecar; HigherHRNet-W48 is ~255 MB, far below
+  protobuf's 2 GB limit);
+* ``metadata_props``: ``ModelMetadata.to_props()`` (what every backend reads) plus ``export.*`` keys:
+  opset, exporter, torch version, checkpoint file sha256 (empty for synthetic weights), sha256 of
+  the weights themselves, input multiple.
+
+The file is written to a temporary name beside the target, checked (``onnx.checker``, then ONNX
+Runtime against the torch DecodeGraph on a real image) and only then renamed into place.
+
+Exporter and opset
+------------------
+The TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), opset 17.
+
+* The TorchScript exporter still ships with torch 2.13 (deprecated, with a warning that we silence)
+  and traces the DecodeGraph in a few seconds into a graph of plain ONNX ops: BatchNorm folded into
+  the convolutions (only the BN after the ConvTranspose stays a BatchNormalization node), dynamic
+  H/W carried by Shape/Gather arithmetic, nothing outside the default domain. The torch.export-based
+  exporter (the default since torch 2.9) needs symbolic-shape constraints for "multiple of 64" and
+  emits opset >= 18; it brings nothing this graph needs. torch is pinned (``torch==2.13.0`` in the
+  ``export`` extra), so the exporter cannot disappear under us; if a later torch drops it, the
+  export stops with a clear message.
+* Opset 17 sits inside what every target parses: TensorRT 10.0 parses opsets 9–20 and later 10.x
+  releases up to 24 (onnx-tensorrt ``docs/operators.md``), TensorRT 8.5/8.6 (older JetPacks) up
+  to 17, ONNX Runtime all of them.
+
+Every op type in the exported graph, against the TensorRT 10 ONNX parser's support matrix
+(onnx/onnx-tensorrt ``docs/operators.md``, the 10.x table):
+
+* Conv, ConvTranspose, BatchNormalization, Relu, Add/Sub/Mul/Div, MaxPool (2-D, no Indices output,
+  no dilation), Equal/Greater/Less, Where, Cast (incl. UINT8), Concat/Split/Slice (negative step for
+  the flip), Reshape/Transpose/Unsqueeze, Shape/Gather, Not/And/Xor: supported, FP32/INT64/BOOL.
+* Resize: ``linear`` + ``half_pixel`` (decode, by ``sizes``) and ``nearest`` + ``asymmetric`` +
+  ``floor`` (fuse layers, by constant ``scales``) are both listed as supported modes.
+* TopK: supported for FP32; restrictions ``sorted`` must be 1 and K < 3840 — ours is sorted, K = 30
+  (a constant). TensorRT computes the indices in INT32 (the parser casts them for INT64 consumers);
+  an index into ``H·W`` fits INT32 for any input up to 46k × 46k pixels.
+* GatherElements: supported with INT32 and INT64 indices.
+* Mod (``fmod=0``) and Div on INT64 (``x = idx % W``, ``y = idx // W``): listed with INT32/INT64
+  in 10.x (8.x lacked INT64 Mod).
+* Clip is listed for floating types only, while the tracer turns the integer ``torch.clamp`` of the
+  neighbour indices into an INT64 Clip. ``_integer_clip_to_min_max`` rewrites every integer Clip
+  into Max/Min (INT32/INT64 supported), which is also what ONNX Runtime's CUDA EP runs natively.
+* TensorRT accepts UINT8 only as a network input or output: the first op after the uint8 input
+  must be the Cast. The tracer writes ``Transpose(uint8) -> Cast`` (plus a Shape of the input);
+  ``_cast_uint8_inputs_first`` swaps them into ``Cast -> Transpose`` and lets the Shape read the
+  Cast's output: same values, and the Cast is the only reader of uint8 data.
+
+Integer index arithmetic stays INT64 in the file (what ONNX Runtime expects; TensorRT narrows it
+itself), all decode arithmetic is FP32 (SPEC §12).
+
+Exit codes: 0 written and verified, 1 verification failed (nothing written), 2 user error.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import UserError, require
+from runtime.metadata import ARCHS, INPUT_SIZES, DecodeConfig, ModelMetadata
+
+OPSET = 17
+# Input sides must be multiples of this: what runtime.preprocess produces for every scale.
+INPUT_MULTIPLE = 64
+EXPORTER = "torch.onnx TorchScript exporter (dynamo=False)"
+SYNTHETIC_DEFAULT = "synthetic:0"
+OUTPUT_NAMES = ("candidates", "heatmap", "tags")
+MAX_BYTES = 2 * 1024**3  # protobuf's limit for one message: above it weights need external data
+# Keys beside ModelMetadata's own in metadata_props (ModelMetadata.from_props ignores them).
+EXPORT_PREFIX = "export."
+
+# ONNX Runtime (MLAS) vs torch (oneDNN), float32, same weights: BatchNorm folded into the convolution
+# weights by the exporter, convolution sums of up to 3·3·256 products accumulated in another order,
+# through ~100 layers. Measured with synthetic:0 weights (w32, 512) on 40 mini-COCO images: heatmap
+# max |Δ| 2.7e-7 = 1.4e-6 of its peak, tags 1.7e-6 = 1.5e-6 of their peak — the same size as torch
+# against itself at 1 vs 2 threads (1.6e-7 .. 1.9e-7 on the heatmap). REL_TOLERANCE leaves ~7x headroom.
+REL_TOLERANCE = 1e-5
+# Discrete decisions (the 0.1 threshold, NMS equality, top-k membership, the ±0.25 adjust
+# comparisons) flip when the values they compare are closer than that noise. A candidate that one
+# backend has and the other has not is accepted only if the reference heatmap shows such a tie: two
+# values within TIE_BAND · max|heatmap| of each other (SPEC §12).
+TIE_BAND = 1e-5
+DETECTION_THRESHOLD = 0.1
+
+
+def _samples_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "runtime" / "samples"
+
+
+DEFAULT_VERIFY_IMAGE = "000000000785.jpg"
+
+
+# ----------------------------------------------------------------------------------------------
+# Building and exporting
+
+
+@dataclass(frozen=True)
+class Built:
+    """The torch DecodeGraph to export, what the file will say about itself, and the weights' digests."""
+
+    graph: object
+    metadata: ModelMetadata
+    checkpoint_sha256: str  # the checkpoint file's sha256; "" for synthetic weights
+    weights_sha256: str  # sha256 of the state dict's tensors (names, shapes, bytes) in key order
+
+
+def build(arch: str, checkpoint: str = SYNTHETIC_DEFAULT, input_size: int = 512,
+          scales: tuple[float, ...] = (1.0,)) -> Built:
+    """Load ``arch`` with ``checkpoint`` and wrap it in the DecodeGraph that gets exported."""
+    require("torch", "export")
+    from export.checkpoint import load_model
+    from export.graphs import DecodeGraph
+
+    if input_size not in INPUT_SIZES:
+        raise UserError(f"--input-size {input_size}: choose one of {', '.join(map(str, INPUT_SIZES))}")
+    try:
+        decode = DecodeConfig(scales=tuple(scales))
+    except ValueError as exc:
+        raise UserError(f"--scales: {exc}") from None
+    network, provenance = load_model(arch, checkpoint)
+    metadata = ModelMetadata(arch=arch, input_size=input_size, decode=decode, checkpoint=provenance)
+    file_sha = "" if provenance.startswith("synthetic:") else provenance
+    return Built(DecodeGraph(network, decode).eval(), metadata, file_sha, weights_digest(network.state_dict()))
+
+
+def weights_digest(state: dict) -> str:
+    """sha256 over every tensor of a state dict: name, dtype, shape and bytes, in key order."""
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(f"{name}|{array.dtype.str}|{list(array.shape)}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def trace_inputs(metadata: ModelMetadata) -> list:
+    """Small uint8 inputs with the shape relations of a real image (one per scale) for tracing.
+
+    Sizes come from the same multi-scale geometry as at run time (a 640×425 landscape image, input
+    size 256, so tracing stays fast); H ≠ W and the scales differ in size, so no dimension can be
+    mistaken for another. The traced graph is valid for every size: shapes are read at run time.
+    """
+    import torch
+
+    from runtime.preprocess import multi_scale_geometry
+
+    rng = np.random.default_rng(0)
+    inputs = []
+    for geometry in multi_scale_geometry(640, 425, 256, metadata.decode.scales):
+        width, height = geometry.input_size
+        inputs.append(torch.from_numpy(rng.integers(0, 256, size=(1, height, width, 3), dtype=np.uint8)))
+    return inputs
+
+
+def _dynamic_axes(metadata: ModelMetadata) -> dict[str, dict[int, str]]:
+    names = metadata.input_names
+    axes = {name: {0: "batch", 1: f"height_{i}" if len(names) > 1 else "height",
+                   2: f"width_{i}" if len(names) > 1 else "width"} for i, name in enumerate(names)}
+    base = axes[names[metadata.decode.base]]
+    axes["candidates"] = {0: "batch"}
+    axes["heatmap"] = {0: "batch", 2: base[1], 3: base[2]}
+    axes["tags"] = {0: "batch", 2: base[1], 3: base[2]}
+    return axes
+
+
+def export_model(built: Built, opset: int = OPSET):
+    """Trace the DecodeGraph and return the finished ``onnx.ModelProto`` (metadata and passes applied)."""
+    onnx = require("onnx", "export")
+    import torch
+
+    metadata = built.metadata
+    with tempfile.TemporaryDirectory(prefix="hrnet-onnx-") as folder:
+        raw = Path(folder) / "traced.onnx"
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # the exporter's deprecation notice and tracer warnings
+            try:
+                torch.onnx.export(built.graph, tuple(trace_inputs(metadata)), str(raw), dynamo=False,
+                                  opset_version=opset, input_names=metadata.input_names,
+                                  output_names=list(OUTPUT_NAMES), dynamic_axes=_dynamic_axes(metadata),
+                                  do_constant_folding=True)
+            except TypeError as exc:  # a torch without the TorchScript exporter
+                raise UserError(f"this torch ({torch.__version__}) cannot run the TorchScript ONNX exporter "
+                                f"({exc}); install the pinned version: pip install 'hrnet-deploy[export]'") from None
+        model = onnx.load(str(raw))
+    _cast_uint8_inputs_first(model)
+    _integer_clip_to_min_max(model)
+    _fix_output_shapes(model, metadata)
+    props = dict(metadata.to_props())
+    props.update(export_props(built, opset))
+    set_metadata(model, props)
+    model.producer_name = "hrnet-deploy"
+    model.producer_version = metadata.toolkit_version
+    model.doc_string = (f"HigherHRNet-{metadata.arch.upper()} DecodeGraph (input size {metadata.input_size}, "
+                        f"scales {list(metadata.decode.scales)}, weights {metadata.checkpoint})")
+    return model
+
+
+def export_props(built: Built, opset: int) -> dict[str, str]:
+    import torch
+
+    return {f"{EXPORT_PREFIX}opset": str(opset), f"{EXPORT_PREFIX}exporter": EXPORTER,
+            f"{EXPORT_PREFIX}torch_version": torch.__version__,
+            f"{EXPORT_PREFIX}checkpoint_sha256": built.checkpoint_sha256,
+            f"{EXPORT_PREFIX}weights_sha256": built.weights_sha256,
+            f"{EXPORT_PREFIX}input_multiple": str(INPUT_MULTIPLE)}
+
+
+def set_metadata(model, props: dict[str, str]) -> None:
+    """Replace the model's ``metadata_props`` by ``props``."""
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+# ----------------------------------------------------------------------------------------------
+# Graph passes for TensorRT (see the module docstring)
+
+
+def _tensor_types(model) -> dict[str, int]:
+    """Element type of every named value, from ONNX shape inference."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
+    types.update({t.name: t.data_type for t in graph.initializer})
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    types[node.output[0]] = attribute.t.data_type
+    return types
+
+
+def _integer_clip_to_min_max(model) -> int:
+    """Rewrite ``Clip`` on integer tensors as ``Max``/``Min`` (TensorRT's Clip is float-only)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    integer = {TensorProto.INT32, TensorProto.INT64}
+    types = _tensor_types(model)
+    nodes = []
+    rewritten = 0
+    for node in model.graph.node:
+        if node.op_type != "Clip" or types.get(node.input[0]) not in integer:
+            nodes.append(node)
+            continue
+        value = node.input[0]
+        low = node.input[1] if len(node.input) > 1 else ""
+        high = node.input[2] if len(node.input) > 2 else ""
+        if low and high:
+            lowered = f"{node.output[0]}__max"
+            nodes.append(helper.make_node("Max", [value, low], [lowered], name=f"{node.name}__max"))
+            nodes.append(helper.make_node("Min", [lowered, high], list(node.output), name=f"{node.name}__min"))
+        elif low:
+            nodes.append(helper.make_node("Max", [value, low], list(node.output), name=f"{node.name}__max"))
+        elif high:
+            nodes.append(helper.make_node("Min", [value, high], list(node.output), name=f"{node.name}__min"))
+        else:
+            nodes.append(helper.make_node("Identity", [value], list(node.output), name=node.name))
+        rewritten += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return rewritten
+
+
+def _cast_uint8_inputs_first(model) -> int:
+    """``input(uint8) -> Transpose -> Cast(float)`` becomes ``input -> Cast -> Transpose`` (same values).
+
+    Shape ops on a uint8 input are moved onto the Cast's output, so the Cast is the input's only reader.
+    """
+    from onnx import TensorProto
+
+    uint8_inputs = {v.name for v in model.graph.input if v.type.tensor_type.elem_type == TensorProto.UINT8}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    swapped = 0
+    for node in list(model.graph.node):
+        if node.op_type != "Transpose" or node.input[0] not in uint8_inputs:
+            continue
+        users = consumers.get(node.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Cast":
+            continue
+        cast = users[0]
+        source, middle, result = node.input[0], node.output[0], cast.output[0]
+        # Cast reads the input and writes the middle value; Transpose reads it and writes the result.
+        cast.input[0], cast.output[0] = source, middle
+        node.input[0], node.output[0] = middle, result
+        # Keep the nodes topologically sorted: the Cast must now come before the Transpose.
+        nodes = list(model.graph.node)
+        nodes.remove(cast)
+        nodes.insert(nodes.index(node), cast)
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        swapped += 1
+    # Shape ops may read the Cast's output instead (same shape), so only the Cast touches uint8 data.
+    # (The graph's node list was rebuilt above: look the nodes up afresh.)
+    casts = {node.input[0]: node.output[0] for node in model.graph.node
+             if node.op_type == "Cast" and node.input[0] in uint8_inputs}
+    for node in model.graph.node:
+        if node.op_type == "Shape" and node.input[0] in casts:
+            node.input[0] = casts[node.input[0]]
+    return swapped
+
+
+def _fix_output_shapes(model, metadata: ModelMetadata) -> None:
+    """Static sizes where the tracer left symbols: 17 joints, k candidates, 5 fields, 2 tags."""
+    fixed = {"candidates": {1: 17, 2: metadata.decode.top_k, 3: 5}, "heatmap": {1: 17}, "tags": {1: 17, 4: 2}}
+    for output in model.graph.output:
+        for axis, size in fixed.get(output.name, {}).items():
+            dim = output.type.tensor_type.shape.dim[axis]
+            dim.Clear()
+            dim.dim_value = size
+
+
+# ----------------------------------------------------------------------------------------------
+# Verification
+
+
+@dataclass(frozen=True)
+class OutputError:
+    name: str
+    max_abs: float
+    max_rel: float  # max |other - reference| / max |reference|: the error relative to the output's magnitude
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One backend against the reference on one input: per-output errors and candidate-set agreement."""
+
+    errors: list[OutputError]
+    candidate_mismatches: list[str]  # differences no float-noise tie explains: each one fails the check
+    candidate_ties: list[str]  # differences explained by a tie in the reference heatmap (reported only)
+
+    def ok(self, rel_tolerance: float = REL_TOLERANCE) -> bool:
+        return not self.candidate_mismatches and all(e.max_rel <= rel_tolerance for e in self.errors)
+
+    def lines(self) -> list[str]:
+        out = [f"  {e.name:<10} max abs {e.max_abs:.3e}  max rel {e.max_rel:.3e}" for e in self.errors]
+        if not self.candidate_mismatches and not self.candidate_ties:
+            out.append("  candidates above threshold: identical sets for every joint")
+        else:
+            out.append(f"  candidates above threshold: {len(self.candidate_mismatches)} unexplained differences, "
+                       f"{len(self.candidate_ties)} at float-noise ties")
+        out.extend(f"    {line}" for line in (self.candidate_mismatches + self.candidate_ties)[:6])
+        return out
+
+
+def candidate_set(candidates: np.ndarray, threshold: float = DETECTION_THRESHOLD) -> dict[tuple[int, int], np.ndarray]:
+    """One joint's candidates with ``val > threshold``, keyed by their pixel ``(int(x), int(y))``.
+
+    The adjusted ``x, y`` are ``pixel + 0.5 ± 0.25``, so ``int`` recovers the pixel whatever the adjust did.
+    """
+    rows = candidates[candidates[:, 2] > threshold]
+    return {(int(r[0]), int(r[1])): r for r in rows}
+
+
+def _window_tie(heatmap: np.ndarray, x: int, y: int, band: float, radius: int) -> bool:
+    """Is the NMS decision at ``(x, y)`` a tie: another pixel of its window within ``band`` of it?"""
+    height, width = heatmap.shape
+    window = heatmap[max(0, y - radius): y + radius + 1, max(0, x - radius): x + radius + 1].astype(np.float64)
+    centre = float(heatmap[y, x])
+    others = np.sort(window.ravel())
+    # Drop one copy of the centre value; what remains are the neighbours.
+    others = np.delete(others, np.searchsorted(others, centre))
+    return others.size > 0 and abs(float(others[-1]) - centre) <= band
+
+
+def compare_candidates(reference: dict[str, np.ndarray], other: dict[str, np.ndarray],
+                       rel_tolerance: float = REL_TOLERANCE, tie_band: float = TIE_BAND,
+                       threshold: float = DETECTION_THRESHOLD, nms_kernel: int = 5) -> tuple[list[str], list[str]]:
+    """Compare the candidate sets of every image and joint: ``(unexplained differences, tie differences)``.
+
+    Order among equal values is implementation-defined (SPEC §6), so sets of pixels are compared.
+    A pixel found by one side only must sit at a tie of the reference heatmap (its value within the
+    band of 0.1, of a neighbour in its NMS window, or of the k-th value); a shared pixel must have
+    val and tags within tolerance, and adjusted x, y equal unless its two neighbours tie.
+    """
+    mismatches, ties = [], []
+    heatmaps = reference["heatmap"]
+    band = tie_band * max(float(np.abs(heatmaps).max()), 1e-12)
+    val_tol = rel_tolerance * max(float(np.abs(heatmaps).max()), 1e-12)
+    tag_tol = rel_tolerance * max(float(np.abs(reference["tags"]).max()), 1e-12)
+    radius = (nms_kernel - 1) // 2
+    want_all, got_all = reference["candidates"], other["candidates"]
+    for image in range(want_all.shape[0]):
+        for joint in range(want_all.shape[1]):
+            heatmap = heatmaps[image, joint]
+            height, width = heatmap.shape
+            kth = float(want_all[image, joint, :, 2].min())
+            want, got = candidate_set(want_all[image, joint], threshold), candidate_set(got_all[image, joint], threshold)
+            where = f"image {image} joint {joint}"
+            for pixel in sorted(set(want) ^ set(got)):
+                x, y = pixel
+                value = float(heatmap[y, x])
+                side = "reference only" if pixel in want else "other only"
+                if abs(value - threshold) <= band:
+                    ties.append(f"{where} {pixel} {side}: value {value:.7f} at the {threshold} threshold")
+                elif _window_tie(heatmap, x, y, band, radius):
+                    ties.append(f"{where} {pixel} {side}: NMS tie with a neighbour")
+                elif abs(value - kth) <= band:
+                    ties.append(f"{where} {pixel} {side}: value {value:.7f} at the top-k boundary {kth:.7f}")
+                else:
+                    mismatches.append(f"{where} {pixel} {side}: value {value:.7f}, no tie explains it")
+            for pixel in sorted(set(want) & set(got)):
+                a, b = want[pixel], got[pixel]
+                x, y = pixel
+                if abs(float(a[2]) - float(b[2])) > val_tol or np.abs(a[3:5] - b[3:5]).max() > tag_tol:
+                    mismatches.append(f"{where} {pixel}: val/tags {a[2:].tolist()} vs {b[2:].tolist()}")
+                for axis, (lo, hi) in ((0, ((y, max(0, x - 1)), (y, min(width - 1, x + 1)))),
+                                       (1, ((max(0, y - 1), x), (min(height - 1, y + 1), x)))):
+                    if a[axis] != b[axis]:
+                        gap = abs(float(heatmap[hi]) - float(heatmap[lo]))
+                        (ties if gap <= band else mismatches).append(
+                            f"{where} {pixel}: adjusted {'xy'[axis]} {a[axis]} vs {b[axis]}, neighbours differ by {gap:.2e}")
+    return mismatches, ties
+
+
+def compare_outputs(reference: dict[str, np.ndarray], other: dict[str, np.ndarray],
+                    rel_tolerance: float = REL_TOLERANCE, tie_band: float = TIE_BAND) -> Comparison:
+    """Dense errors of every output and the candidate-set check (candidates' errors over shared pixels)."""
+    errors = []
+    for name in OUTPUT_NAMES:
+        want, got = reference[name], other[name]
+        if want.shape != got.shape:
+            raise AssertionError(f"{name}: shape {list(got.shape)}, the reference has {list(want.shape)}")
+        if name == "candidates":
+            diff = 0.0
+            for w, g in zip(want.reshape(-1, *want.shape[-2:]), got.reshape(-1, *got.shape[-2:])):
+                ws, gs = candidate_set(w), candidate_set(g)
+                for pixel in set(ws) & set(gs):
+                    diff = max(diff, float(np.abs(ws[pixel][2:] - gs[pixel][2:]).max()))
+            magnitude = float(np.abs(want[..., 2:]).max())
+        else:
+            diff = float(np.abs(want.astype(np.float64) - got).max())
+            magnitude = float(np.abs(want).max())
+        errors.append(OutputError(name, diff, diff / max(magnitude, 1e-12)))
+    mismatches, ties = compare_candidates(reference, other, rel_tolerance, tie_band)
+    return Comparison(errors, mismatches, ties)
+
+
+def prepared_feed(metadata: ModelMetadata, image_path: Path) -> dict[str, np.ndarray]:
+    """The batch-1 inputs of one image file, as the pipeline makes them."""
+    from runtime.preprocess import prepare, read_image
+
+    prepared = prepare(read_image(image_path), metadata.input_size, metadata.decode)
+    return {name: array[None] for name, array in zip(metadata.input_names, prepared.inputs)}
+
+
+def torch_outputs(built: Built, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The reference: the torch DecodeGraph on ``feed``."""
+    import torch
+
+    with torch.inference_mode():
+        outputs = built.graph(*[torch.from_numpy(feed[name]) for name in built.metadata.input_names])
+    return {name: value.numpy() for name, value in zip(OUTPUT_NAMES, outputs)}
+
+
+def onnxruntime_outputs(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from runtime.backends.onnx_backend import OnnxBackend
+
+    with OnnxBackend(path) as backend:
+        return backend.run(feed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Simplification
+
+
+def simplify(model):
+    """Constant-fold and clean the graph with onnxslim (or onnxsim); metadata is kept."""
+    props = {p.key: p.value for p in model.metadata_props}
+    try:
+        import onnxslim
+    except ImportError:
+        onnxslim = None
+    if onnxslim is not None:
+        simplified = onnxslim.slim(model)
+        tool = f"onnxslim {getattr(onnxslim, '__version__', '')}".strip()
+    else:
+        try:
+            import onnxsim
+        except ImportError:
+            raise UserError("--simplify needs onnxslim (or onnxsim): pip install onnxslim") from None
+        simplified, ok = onnxsim.simplify(model)
+        if not ok:
+            raise UserError("onnxsim could not validate the simplified model; export without --simplify")
+        tool = "onnxsim"
+    set_metadata(simplified, {**props, f"{EXPORT_PREFIX}simplified_by": tool})
+    return simplified, tool
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_model(model, target: Path) -> Path:
+    """Save ``model`` with its weights inside to a temporary file beside ``target``; return that path."""
+    onnx = require("onnx", "export")
+    size = model.ByteSize()
+    if size >= MAX_BYTES:
+        raise UserError(f"the model is {size / 1024**3:.2f} GB, above ONNX's 2 GB single-file limit")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise UserError(f"{target}: cannot write here ({exc.strerror}); choose another -o path") from None
+    os.close(fd)
+    try:
+        onnx.save_model(model, name, save_as_external_data=False)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scales {text!r}: give comma-separated numbers, e.g. 2,1,0.5") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m export.onnx",
+        description="Export the HigherHRNet DecodeGraph (uint8 image(s) in; candidates, heatmap and tags out) "
+                    "to one ONNX file with its weights and metadata inside, then check it in ONNX Runtime "
+                    "against PyTorch on a real image.",
+        epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", required=True, choices=ARCHS, help="network width (required)")
+    parser.add_argument("--input-size", type=int, choices=INPUT_SIZES, default=512,
+                        help="short side of the network input the checkpoint was trained for (default: 512)")
+    parser.add_argument("--checkpoint", default=SYNTHETIC_DEFAULT,
+                        help="a .pth file, a zoo name (w32_512, w32_640, w48_512), or synthetic:SEED "
+                             f"(default: {SYNTHETIC_DEFAULT}: deterministic random weights, NOT a trained model)")
+    parser.add_argument("--opset", type=int, default=OPSET,
+                        help=f"ONNX opset (default: {OPSET}; TensorRT 10 parses 9-20 and more, TensorRT 8.5 up to 17)")
+    parser.add_argument("--scales", type=parse_scales, default=(1.0,),
+                        help="test scales baked into the graph, must include 1; one input per scale, "
+                             "e.g. 2,1,0.5 (default: 1)")
+    parser.add_argument("--simplify", action="store_true",
+                        help="simplify the graph with onnxslim (or onnxsim) and verify again (default: off)")
+    parser.add_argument("--verify-image", type=Path, default=_samples_dir() / DEFAULT_VERIFY_IMAGE,
+                        help=f"image for the ONNX Runtime vs PyTorch check (default: the bundled {DEFAULT_VERIFY_IMAGE})")
+    parser.add_argument("--skip-verify", action="store_true",
+                        help="write the file without the ONNX Runtime vs PyTorch check (default: check)")
+    parser.add_argument("-o", "--output", type=Path,
+                        help="the .onnx file to write (default: ARCH.onnx in the current folder, e.g. w32.onnx)")
+    return parser
+
+
+def _stage(text: str) -> None:
+    print(text, flush=True)
+
+
+def _check_file(path: Path, feed, reference, label: str):
+    """checker + ONNX Runtime vs the torch reference; returns (comparison, ORT outputs, seconds)."""
+    import onnx
+
+    onnx.checker.check_model(str(path))
+    start = time.perf_counter()
+    outputs = onnxruntime_outputs(path, feed)
+    seconds = time.perf_counter() - start
+    comparison = compare_outputs(reference, outputs)
+    _stage(f"      {label}: onnx.checker passed; ONNX Runtime (CPU) vs PyTorch ({seconds:.1f} s):")
+    for line in comparison.lines():
+        _stage(line)
+    return comparison, outputs
+
+
+def run(args: argparse.Namespace) -> int:
+    require("onnx", "export")
+    target = args.output or Path(f"{args.arch}.onnx")
+    if target.suffix != ".onnx":
+        raise UserError(f"-o {target}: the output file must end in .onnx")
+    if target.is_dir():
+        raise UserError(f"-o {target}: is a directory; give a file name such as {target / (args.arch + '.onnx')}")
+    if not 13 <= args.opset <= 20:
+        raise UserError(f"--opset {args.opset}: choose 13-20 (TensorRT 10.0 parses up to 20; default {OPSET})")
+    if not args.skip_verify and not args.verify_image.is_file():
+        raise UserError(f"--verify-image {args.verify_image}: no such image file")
+
+    _stage(f"[1/4] loading HigherHRNet-{args.arch.upper()} weights ({args.checkpoint})")
+    built = build(args.arch, args.checkpoint, args.input_size, args.scales)
+    if built.metadata.checkpoint.startswith("synthetic:"):
+        _stage("      note: synthetic weights are deterministic random numbers, not a trained model; "
+               "pass --checkpoint w32_512 (or a .pth file) for a useful export")
+    _stage(f"[2/4] exporting with the {EXPORTER}, opset {args.opset}, "
+           f"scales {list(built.metadata.decode.scales)}")
+    start = time.perf_counter()
+    model = export_model(built, args.opset)
+    _stage(f"      {len(model.graph.node)} nodes, {model.ByteSize() / 1024**2:.1f} MiB "
+           f"({time.perf_counter() - start:.1f} s)")
+    temporary = write_model(model, target)
+    written = [temporary]
+    try:
+        if args.skip_verify:
+            import onnx
+
+            _stage("[3/4] onnx.checker")
+            onnx.checker.check_model(str(temporary))
+            _stage("      passed; ONNX Runtime vs PyTorch check skipped (--skip-verify)")
+        else:
+            _stage(f"[3/4] PyTorch reference on {args.verify_image.name}")
+            feed = prepared_feed(built.metadata, args.verify_image)
+            start = time.perf_counter()
+            reference = torch_outputs(built, feed)
+            _stage(f"      {time.perf_counter() - start:.1f} s")
+            comparison, plain = _check_file(temporary, feed, reference, "exported graph")
+            if not comparison.ok():
+                return _verification_failed(target)
+        if args.simplify:
+            _stage("[4/4] simplifying")
+            model, tool = simplify(model)
+            simplified = write_model(model, target)
+            written.append(simplified)
+            _stage(f"      {tool}: {len(model.graph.node)} nodes")
+            if not args.skip_verify:
+                comparison, outputs = _check_file(simplified, feed, reference, "simplified graph")
+                change = max(float(np.abs(outputs[name] - plain[name]).max()) for name in OUTPUT_NAMES)
+                _stage(f"      simplified vs exported graph in ONNX Runtime: max |difference| {change:.3e}")
+                if not comparison.ok():
+                    return _verification_failed(target)
+            temporary = simplified
+        else:
+            _stage("[4/4] no simplification (--simplify not given)")
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, target)
+    finally:
+        for path in written:
+            if path.exists():
+                path.unlink()
+    _stage(f"wrote {target} ({target.stat().st_size / 1024**2:.1f} MiB, weights inside)")
+    return 0
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _verification_failed(target: Path) -> int:
+    print(f"error: ONNX Runtime and PyTorch disagree beyond tolerance (dense rel {REL_TOLERANCE:g}, candidate "
+          f"differences only at ties); {target} was not written", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

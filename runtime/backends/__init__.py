@@ -1,0 +1,32 @@
+"""Backends behind one interface: a model file (or torch model) in, named arrays out.
+
+``open_backend`` picks the backend from what it is given; heavy libraries are imported only by the
+backend that needs them, so ``import runtime`` works on a box with only one of them installed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from runtime.backends.base import Backend, TensorSpec
+from runtime.errors import UserError
+
+__all__ = ["Backend", "TensorSpec", "open_backend", "open_torch"]
+
+
+def open_torch(arch: str, checkpoint: str, input_size: int, scales: tuple[float, ...] = (1.0,)) -> Backend:
+    """The PyTorch reference: build the DecodeGraph from an architecture and a checkpoint."""
+    from runtime.backends.torch_backend import TorchBackend
+
+    return TorchBackend.from_checkpoint(arch, checkpoint, input_size, scales)
+
+
+def open_backend(path: str | Path, device: str = "cpu") -> Backend:
+    """Open an exported model file; its kind is told by the suffix."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such model file; export one with `python -m export.onnx` or check the path")
+    if path.suffix.lower() == ".onnx":
+        from runtime.backends.onnx_backend import OnnxBackend
+
+        return OnnxBackend(path, device=device)
+    raise UserError(f"{path}: unknown model file type {path.suffix!r}; give an exported .onnx file")

@@ -1,0 +1,79 @@
+"""The backend interface (after Polygraphy's runners): open, check inputs, run, close."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.errors import UserError
+from runtime.metadata import ModelMetadata
+
+OUTPUT_NAMES = ("candidates", "heatmap", "tags")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, dtype and shape of one input or output; ``None`` marks a dynamic dimension."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+
+class Backend:
+    """A loaded model: ``run({input name: uint8 [N, H, W, 3]}) -> {output name: array}``.
+
+    Subclasses set ``metadata``, ``inputs`` and ``outputs`` and implement ``_run``; ``run`` checks the
+    feed against the model's own specs first. Use as a context manager to free resources.
+    """
+
+    metadata: ModelMetadata
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    name: str = "backend"
+    # Input sides must be multiples of this (the network downsamples by 32).
+    stride: int = 32
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release what the backend holds (sessions, device memory)."""
+
+    def check_feed(self, feed: dict[str, np.ndarray]) -> None:
+        expected = [spec.name for spec in self.inputs]
+        if sorted(feed) != sorted(expected):
+            raise UserError(f"{self.name}: inputs {sorted(feed)} given, the model takes {expected}")
+        batch = None
+        for spec in self.inputs:
+            array = feed[spec.name]
+            if array.dtype != np.dtype(spec.dtype) or array.ndim != len(spec.shape) or array.shape[-1] != 3:
+                raise UserError(f"{self.name}: input {spec.name!r} must be {spec.dtype} [N, H, W, 3], "
+                                f"got {array.dtype} {list(array.shape)}")
+            height, width = array.shape[1:3]
+            if height % self.stride or width % self.stride:
+                raise UserError(f"{self.name}: input {spec.name!r} is {width}x{height}; sides must be multiples "
+                                f"of {self.stride} (use runtime.preprocess.prepare)")
+            if batch is not None and array.shape[0] != batch:
+                raise UserError(f"{self.name}: every scale's input must have the same batch size")
+            batch = array.shape[0]
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.check_feed(feed)
+        return self._run(feed)
+
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+def io_specs(metadata: ModelMetadata) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The I/O every DecodeGraph has, whatever runs it."""
+    k = metadata.decode.top_k
+    inputs = [TensorSpec(name, "uint8", (None, None, None, 3)) for name in metadata.input_names]
+    outputs = [TensorSpec("candidates", "float32", (None, 17, k, 5)),
+               TensorSpec("heatmap", "float32", (None, 17, None, None)),
+               TensorSpec("tags", "float32", (None, 17, None, None, 2))]
+    return inputs, outputs

@@ -1,0 +1,156 @@
+"""The ONNX Runtime backend: an exported DecodeGraph (``python -m export.onnx``) run by onnxruntime.
+
+Torch-free: an edge box installs ``hrnet-deploy[edge]`` (onnxruntime) and nothing else. Everything the
+pipeline needs (arch, input size, scales, decode parameters) comes from the file's ``metadata_props``,
+and the session's own inputs and outputs are checked against that metadata when the file is opened.
+
+Devices: ``"cpu"`` (CPUExecutionProvider) or ``"cuda"`` / ``"cuda:N"`` (CUDAExecutionProvider of the
+``onnxruntime-gpu`` package, with ``use_tf32=0``: ONNX Runtime's CUDA EP uses TF32 for float32
+convolutions by default, which changed top-30 candidate sets against torch in our measurements on an
+H100; with it off the outputs matched torch bit for bit).
+
+Runs use IO binding: inputs are bound from the caller's arrays and, on the CPU, outputs are written
+straight into freshly allocated NumPy arrays (shapes follow from the input shapes), so no copy is made
+after the run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from runtime.backends.base import OUTPUT_NAMES, Backend, TensorSpec, io_specs
+from runtime.errors import UserError, require
+from runtime.metadata import ModelMetadata
+
+# Key the exporter writes beside ModelMetadata's own: input sides must be multiples of it.
+INPUT_MULTIPLE_KEY = "export.input_multiple"
+DEFAULT_INPUT_MULTIPLE = 64
+REEXPORT = "re-export with python -m export.onnx"
+
+_ORT_TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(int64)": "int64",
+              "tensor(float16)": "float16", "tensor(int32)": "int32"}
+
+
+def _parse_device(device: str) -> tuple[str, int]:
+    kind, _, index = str(device).partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise UserError(f"device {device!r}: use cpu, cuda or cuda:N")
+    return kind, int(index or 0)
+
+
+class OnnxBackend(Backend):
+    """``OnnxBackend(path, device="cpu")``: an exported ``.onnx`` file in an ONNX Runtime session."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
+        ort = require("onnxruntime", "edge")
+        self.path = Path(path)
+        self.device, self.device_id = _parse_device(device)
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: no such model file; export one with `python -m export.onnx`")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # warnings about our own graph are not the user's business
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        providers = self._providers(ort)
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime reports unreadable files with several exception types
+            text = " ".join(str(exc).split())[:200]
+            raise UserError(f"{self.path}: not a readable ONNX model ({text}); the file is truncated or corrupt: "
+                            f"{REEXPORT}") from None
+        if self.device == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
+            raise UserError(f"{self.path}: onnxruntime-gpu could not start CUDA (its CUDA 13 / cuDNN 9 libraries "
+                            f"were not found); install them, or use device cpu")
+        self.metadata = self._read_metadata()
+        self.inputs, self.outputs = io_specs(self.metadata)
+        self.stride = self._input_multiple()
+        self._check_io()
+
+    # --------------------------------------------------------------------------------------------
+    # Opening
+
+    def _providers(self, ort) -> list:
+        if self.device == "cpu":
+            return ["CPUExecutionProvider"]
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise UserError(f"{self.path}: device {self.device!r} needs ONNX Runtime's CUDA execution provider: "
+                            f"pip uninstall onnxruntime && pip install onnxruntime-gpu")
+        preload = getattr(ort, "preload_dlls", None)
+        if preload is not None:  # CUDA/cuDNN from pip wheels (nvidia-*): load them before the session
+            try:
+                preload()
+            except Exception:  # noqa: BLE001 - system libraries may still be found by the session
+                pass
+        options = {"device_id": str(self.device_id), "use_tf32": "0"}
+        return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
+
+    def _read_metadata(self) -> ModelMetadata:
+        props = dict(self.session.get_modelmeta().custom_metadata_map)
+        if not any(key.startswith("hrnet_deploy.") for key in props):
+            raise UserError(f"{self.path}: not an hrnet-deploy export (no hrnet_deploy metadata in the file): "
+                            f"{REEXPORT}")
+        try:
+            return ModelMetadata.from_props(props)
+        except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+            raise UserError(f"{self.path}: its hrnet_deploy metadata is incomplete or damaged ({exc}): "
+                            f"{REEXPORT}") from None
+
+    def _input_multiple(self) -> int:
+        value = self.session.get_modelmeta().custom_metadata_map.get(INPUT_MULTIPLE_KEY, "")
+        return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_INPUT_MULTIPLE
+
+    def _check_io(self) -> None:
+        """The session's inputs and outputs must be the ones the metadata promises."""
+        def described(values):
+            return [TensorSpec(v.name, _ORT_TYPES.get(v.type, v.type),
+                               tuple(d if isinstance(d, int) else None for d in v.shape)) for v in values]
+
+        for kind, actual, expected in (("inputs", described(self.session.get_inputs()), self.inputs),
+                                       ("outputs", described(self.session.get_outputs()), self.outputs)):
+            if [s.name for s in actual] != [s.name for s in expected]:
+                raise UserError(f"{self.path}: {kind} {[s.name for s in actual]} do not match its metadata "
+                                f"({[s.name for s in expected]}): not an hrnet-deploy export, or a damaged one; "
+                                f"{REEXPORT}")
+            for got, want in zip(actual, expected):
+                fixed_mismatch = any(w is not None and g is not None and g != w for g, w in zip(got.shape, want.shape))
+                if got.dtype != want.dtype or len(got.shape) != len(want.shape) or fixed_mismatch:
+                    raise UserError(f"{self.path}: {kind[:-1]} {got.name!r} is {got.dtype} {list(got.shape)}, "
+                                    f"expected {want.dtype} {list(want.shape)} (None = any size); {REEXPORT}")
+
+    # --------------------------------------------------------------------------------------------
+    # Running
+
+    def check_feed(self, feed: dict[str, np.ndarray]) -> None:
+        try:
+            super().check_feed(feed)
+        except UserError as error:
+            raise UserError(f"{self.path}: {error}") from None
+
+    def _output_shapes(self, feed: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+        base = feed[self.metadata.input_names[self.metadata.decode.base]]
+        batch, height, width = base.shape[:3]
+        k = self.metadata.decode.top_k
+        return {"candidates": (batch, 17, k, 5), "heatmap": (batch, 17, height, width),
+                "tags": (batch, 17, height, width, 2)}
+
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        binding = self.session.io_binding()
+        for name in self.metadata.input_names:
+            binding.bind_cpu_input(name, np.ascontiguousarray(feed[name]))
+        if self.device == "cpu":
+            outputs = {name: np.empty(shape, dtype=np.float32) for name, shape in self._output_shapes(feed).items()}
+            for name, array in outputs.items():
+                binding.bind_output(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
+            self.session.run_with_iobinding(binding)
+            return outputs
+        for name in OUTPUT_NAMES:
+            binding.bind_output(name, "cuda", self.device_id)
+        self.session.run_with_iobinding(binding)
+        return dict(zip(OUTPUT_NAMES, binding.copy_outputs_to_cpu()))
+
+    def close(self) -> None:
+        self.session = None

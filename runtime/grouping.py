@@ -1,0 +1,914 @@
+"""Grouping (SPEC §7) and refine (SPEC §8) of bottom-up candidates into persons.
+
+What this module computes
+-------------------------
+The DecodeGraph hands over, per joint, the top-K peaks as ``(x, y, val, tag0, tag1)`` with ``x, y``
+already quarter-pixel adjusted.  ``group`` turns them into persons exactly like mmpose 0.29
+``_match_by_tag`` (``use_detection_val=True``, ``ignore_too_much=False``), ``person_scores`` takes
+the mean joint value, and ``refine`` fills missing joints from the dense heatmap and tag maps like
+mmpose's ``HeatmapParser.refine``.  ``decode_people`` chains the three.
+
+Why the assignment reproduces ``munkres==1.1.4`` step by step
+--------------------------------------------------------------
+Grouping costs are ``round(distance) * 100 - val``: a handful of distinct values, so most
+assignment problems have several optimal pairings.  Which one a solver returns depends on the
+exact order in which it scans for zeros, and the pairing decides which candidate joins which
+person (a pair whose tag distance is >= 1 starts a new person instead).  Any other solver
+(``scipy``, ``munkres`` 3.x) gives equally cheap but different pairings and so different
+people.  ``_assign`` therefore follows the step sequence of the pure-Python ``munkres`` 1.1.4
+release, including its peculiarities:
+
+* the matrix is padded to a square with zeros and every row of the padded square has its
+  minimum subtracted (step 1);
+* the zero search of step 4 resumes at the last primed position, walks rows cyclically and, in
+  the first row that holds an uncovered zero, keeps the *last* such zero met while walking the
+  columns cyclically (its inner loop never stops early);
+* every entry into step 4 starts that search at ``(0, 0)``;
+* step 6 first adds the minimum to covered rows and then subtracts it from uncovered columns,
+  element by element; in float64 ``(c + m) - m`` is not always ``c``, so both operations are
+  performed, in that order;
+* all tests for zero are exact (``== 0``).
+
+Why plain functions over preallocated buffers
+---------------------------------------------
+The same source is compiled twice: with ``numba.njit`` for the host (here) and, in the CUDA
+module, with ``numba.cuda.jit(device=True)`` so the kernels read the engine's output buffers in
+place.  The core functions (names starting with ``_``) therefore use only scalar arithmetic,
+``math`` functions and array indexing: no Python objects, no lists or dicts, no exceptions and
+no allocation; every work buffer is created by the Python wrappers and passed in.  The cores call
+one another by their plain names; :func:`compile_cores` clones them with a namespace in which
+those names point at the compiled versions, so the same functions can be compiled for any numba
+target.
+
+Floating point
+--------------
+Grouping distances and costs are float64 (mmpose assembles candidates in float64).  Mean tags
+are float32: NumPy's ``np.mean(list_of_float32_pairs, axis=0)`` adds the rows one after another
+in float32 and divides by the count in float32.  The person score reproduces NumPy's float32
+pairwise summation of the 17 joint values.  Refine works in float32 like the maps; where a value
+is computed in float64 and rounded to float32 after each operation the result is the same as a
+float32 operation (one rounding of an exact or correctly rounded float64 result).  Rounding to
+an integer is round-half-to-even, like ``np.round``.
+
+Parity rests on every multiply and add being rounded separately.  The host build gets that by
+default (numba does not contract ``a * b + c`` without fastmath); a device build must make
+sure its compiler does not fuse them into FMAs either (NVVM contracts by default), or the
+squared distances of grouping and refine change in the last bit.
+
+Refine
+------
+mmpose scores every pixel of every joint map for every person.  ``_refine_joint`` computes the
+same first maximum but skips, tile by tile and pixel by pixel, whatever provably cannot change
+it (see ``_cannot_win``), and reads each pixel once for all persons that still need it.  The
+host driver runs the 17 joints in parallel; each writes only its own joint of every person, so
+the result does not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+
+import numba
+import numpy as np
+
+__all__ = [
+    "NUM_JOINTS",
+    "assign",
+    "compile_cores",
+    "decode_people",
+    "group",
+    "mean_tags",
+    "person_scores",
+    "refine",
+]
+
+NUM_JOINTS = 17
+
+# 2**52: adding and subtracting it rounds a float64 in [0, 2**52) to an integer, ties to even.
+_TWO52 = 4503599627370496.0
+# munkres 1.1.4 starts its minimum search at sys.maxsize (2**63 - 1); as a float that is 2**63,
+# and comparisons against floats give the same answers either way.
+_MUNKRES_START_MIN = 9223372036854775808.0
+# Cost of the columns added when there are more candidates than persons (mmpose: 1e10).
+_PAD_COST = 1e10
+# Safety margins of refine's exact pruning (see _cannot_win).
+_NUDGE = 2.0 ** -20
+_STRETCH = 1.0 + _NUDGE
+_TWO22 = 4194304.0
+# Refine scans the maps in bands of _TILE_ROWS rows cut into tiles of _TILE_COLS columns.
+_TILE_ROWS = 8
+_TILE_COLS = 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Core functions (plain Python, compiled by compile_cores)
+# ---------------------------------------------------------------------------------------------
+
+
+def _round_half_even(x):
+    """Round a float64 to the nearest integer, halves to even (``np.round``); NaN passes."""
+    if x >= 0.0:
+        if x < _TWO52:
+            return (x + _TWO52) - _TWO52
+        return x
+    if x > -_TWO52:
+        return (x - _TWO52) + _TWO52
+    return x
+
+
+def _joint_at(i):
+    """COCO joint index visited at step ``i`` of the grouping order (SPEC §7)."""
+    # order: 0 1 2 3 4 5 6 11 12 7 8 9 10 13 14 15 16
+    if i < 7:
+        return i
+    if i < 9:
+        return i + 4
+    if i < 13:
+        return i - 2
+    return i
+
+
+def _find_zero(C, n, row_cov, col_cov, i0, j0):
+    """Step 4 zero search of munkres 1.1.4, see the module docstring; (-1, -1) if none."""
+    row = -1
+    col = -1
+    i = i0
+    while True:
+        if row_cov[i] == 0:
+            j = j0
+            while True:
+                if C[i, j] == 0.0 and col_cov[j] == 0:
+                    row = i
+                    col = j
+                j += 1
+                if j == n:
+                    j = 0
+                if j == j0:
+                    break
+        i += 1
+        if i == n:
+            i = 0
+        if row >= 0 or i == i0:
+            break
+    return row, col
+
+
+def _star_in_row(marked, n, row):
+    for j in range(n):
+        if marked[row, j] == 1:
+            return j
+    return -1
+
+
+def _star_in_col(marked, n, col):
+    for i in range(n):
+        if marked[i, col] == 1:
+            return i
+    return -1
+
+
+def _prime_in_row(marked, n, row):
+    for j in range(n):
+        if marked[row, j] == 2:
+            return j
+    return -1
+
+
+def _assign(C, n, n_rows, n_cols, marked, row_cov, col_cov, path, pairs):
+    """Solve the assignment for the padded square ``C[:n, :n]`` like munkres 1.1.4.
+
+    ``C`` holds the caller's ``n_rows x n_cols`` costs in its top-left corner and zeros in the
+    rest of the ``n x n`` square (munkres' own padding); it is overwritten.  ``marked`` (n x n),
+    ``row_cov``/``col_cov`` (n) and ``path`` (2n x 2) are work buffers.  The starred pairs inside
+    the caller's region are written to ``pairs`` in row-major order; returns their count.
+    A matrix without any finite uncovered value below 2**63 (NaN, or costs that large) stops
+    the search early; munkres itself would loop forever on NaN.
+    """
+    for i in range(n):
+        row_cov[i] = 0
+        col_cov[i] = 0
+        for j in range(n):
+            marked[i, j] = 0
+
+    # Step 1: subtract each row's minimum.
+    for i in range(n):
+        low = C[i, 0]
+        for j in range(1, n):
+            if C[i, j] < low:
+                low = C[i, j]
+        for j in range(n):
+            C[i, j] = C[i, j] - low
+
+    # Step 2: star the first zero of each row whose column holds no star yet.
+    for i in range(n):
+        for j in range(n):
+            if C[i, j] == 0.0 and col_cov[j] == 0 and row_cov[i] == 0:
+                marked[i, j] = 1
+                col_cov[j] = 1
+                row_cov[i] = 1
+                break
+    for i in range(n):
+        row_cov[i] = 0
+        col_cov[i] = 0
+
+    z0_row = 0
+    z0_col = 0
+    step = 3
+    while True:
+        if step == 3:
+            # Cover the columns with a star; done when all are covered.
+            count = 0
+            for i in range(n):
+                for j in range(n):
+                    if marked[i, j] == 1 and col_cov[j] == 0:
+                        col_cov[j] = 1
+                        count += 1
+            if count >= n:
+                break
+            step = 4
+        elif step == 4:
+            # Prime uncovered zeros until one has no star in its row (-> 5) or none is left (-> 6).
+            row = 0
+            col = 0
+            while True:
+                row, col = _find_zero(C, n, row_cov, col_cov, row, col)
+                if row < 0:
+                    step = 6
+                    break
+                marked[row, col] = 2
+                star = _star_in_row(marked, n, row)
+                if star >= 0:
+                    col = star
+                    row_cov[row] = 1
+                    col_cov[star] = 0
+                else:
+                    z0_row = row
+                    z0_col = col
+                    step = 5
+                    break
+        elif step == 5:
+            # Alternating path of primes and stars from the last prime; flip it.
+            count = 0
+            path[0, 0] = z0_row
+            path[0, 1] = z0_col
+            while True:
+                r = _star_in_col(marked, n, path[count, 1])
+                if r < 0:
+                    break
+                count += 1
+                path[count, 0] = r
+                path[count, 1] = path[count - 1, 1]
+                c = _prime_in_row(marked, n, path[count, 0])
+                count += 1
+                path[count, 0] = path[count - 1, 0]
+                path[count, 1] = c
+            for q in range(count + 1):
+                if marked[path[q, 0], path[q, 1]] == 1:
+                    marked[path[q, 0], path[q, 1]] = 0
+                else:
+                    marked[path[q, 0], path[q, 1]] = 1
+            for i in range(n):
+                row_cov[i] = 0
+                col_cov[i] = 0
+                for j in range(n):
+                    if marked[i, j] == 2:
+                        marked[i, j] = 0
+            step = 3
+        else:
+            # Step 6: smallest uncovered value; add it to covered rows, then take it from
+            # uncovered columns (both on the doubly affected entries, in this order).
+            low = _MUNKRES_START_MIN
+            for i in range(n):
+                if row_cov[i] == 0:
+                    for j in range(n):
+                        if col_cov[j] == 0 and low > C[i, j]:
+                            low = C[i, j]
+            if not low < _MUNKRES_START_MIN:
+                break
+            for i in range(n):
+                for j in range(n):
+                    if row_cov[i] != 0:
+                        C[i, j] = C[i, j] + low
+                    if col_cov[j] == 0:
+                        C[i, j] = C[i, j] - low
+            step = 4
+
+    n_pairs = 0
+    for i in range(n_rows):
+        for j in range(n_cols):
+            if marked[i, j] == 1:
+                pairs[n_pairs, 0] = i
+                pairs[n_pairs, 1] = j
+                n_pairs += 1
+    return n_pairs
+
+
+def _mean_tag(tag_list, tag_len, p, c):
+    """Float32 mean of component ``c`` over person ``p``'s stored tags (NumPy's order)."""
+    total = tag_list[p, 0, c]
+    for t in range(1, tag_len[p]):
+        total = total + tag_list[p, t, c]
+    return total / np.float32(tag_len[p])
+
+
+def _place(cand, j, k, persons, keys, tag_list, tag_len, n_persons):
+    """Give candidate ``k`` of joint ``j`` a person keyed by its tag0; returns the new count.
+
+    An existing person with exactly that key is reused: its joint row is overwritten and its
+    tag list restarts with this tag.  Otherwise a new person is appended.
+    """
+    key = cand[j, k, 3]
+    p = n_persons
+    for q in range(n_persons):
+        if keys[q] == key:
+            p = q
+            break
+    if p == n_persons:
+        for jj in range(persons.shape[1]):
+            for f in range(5):
+                persons[p, jj, f] = 0.0
+        keys[p] = key
+        n_persons += 1
+    for f in range(5):
+        persons[p, j, f] = cand[j, k, f]
+    tag_list[p, 0, 0] = cand[j, k, 3]
+    tag_list[p, 0, 1] = cand[j, k, 4]
+    tag_len[p] = 1
+    return n_persons
+
+
+def _group(cand, det_thr, tag_thr, persons, keys, tag_list, tag_len, means, sel, dist, C,
+           marked, row_cov, col_cov, path, pairs):
+    """Group candidates ``cand [17, K, 5]`` into ``persons``; returns the number of persons.
+
+    Buffers (P = 17*K, N >= max(K, P)): persons [P, 17, 5] f4, keys [P] f4, tag_list
+    [P, 17, 2] f4, tag_len [P] int, means [P, 2] f4, sel [K] int, dist [K, P] f8, C [N, N] f8,
+    marked [N, N] int, row_cov/col_cov [N] int, path [2N, 2] int, pairs [N, 2] int.
+    """
+    n_k = cand.shape[1]
+    n_persons = 0
+    for step in range(cand.shape[0]):
+        j = _joint_at(step)
+        n_sel = 0
+        for k in range(n_k):
+            # float32 value against the float64 threshold, like mmpose's float64 joints
+            if np.float64(cand[j, k, 2]) > det_thr:
+                sel[n_sel] = k
+                n_sel += 1
+        if n_sel == 0:
+            continue
+        if n_persons == 0:
+            for r in range(n_sel):
+                n_persons = _place(cand, j, sel[r], persons, keys, tag_list, tag_len, n_persons)
+            continue
+
+        n_grouped = n_persons
+        for p in range(n_grouped):
+            means[p, 0] = _mean_tag(tag_list, tag_len, p, 0)
+            means[p, 1] = _mean_tag(tag_list, tag_len, p, 1)
+        n = n_sel if n_sel > n_grouped else n_grouped
+        for r in range(n_sel):
+            k = sel[r]
+            t0 = np.float64(cand[j, k, 3])
+            t1 = np.float64(cand[j, k, 4])
+            val = np.float64(cand[j, k, 2])
+            for p in range(n_grouped):
+                d0 = t0 - np.float64(means[p, 0])
+                d1 = t1 - np.float64(means[p, 1])
+                d = math.sqrt(d0 * d0 + d1 * d1)
+                dist[r, p] = d
+                C[r, p] = _round_half_even(d) * 100.0 - val
+            for p in range(n_grouped, n):
+                C[r, p] = _PAD_COST
+        for r in range(n_sel, n):
+            for p in range(n):
+                C[r, p] = 0.0
+        n_pairs = _assign(C, n, n_sel, n, marked, row_cov, col_cov, path, pairs)
+
+        for q in range(n_pairs):
+            r = pairs[q, 0]
+            p = pairs[q, 1]
+            k = sel[r]
+            if p < n_grouped and dist[r, p] < tag_thr:
+                for f in range(5):
+                    persons[p, j, f] = cand[j, k, f]
+                t = tag_len[p]
+                tag_list[p, t, 0] = cand[j, k, 3]
+                tag_list[p, t, 1] = cand[j, k, 4]
+                tag_len[p] = t + 1
+            else:
+                n_persons = _place(cand, j, k, persons, keys, tag_list, tag_len, n_persons)
+    return n_persons
+
+
+def _person_score(persons, p):
+    """Mean of the joint values of person ``p`` as NumPy's float32 ``mean`` computes it.
+
+    NumPy sums with pairwise summation: below 8 values a plain loop; otherwise 8 running sums
+    seeded with the first 8 values, whole blocks of 8 added lane by lane, the sums combined as
+    ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)), then the remaining values added one by one.  Exact for
+    up to 128 values (NumPy splits longer runs recursively); a person has 17.
+    """
+    n = persons.shape[1]
+    if n < 8:
+        total = np.float32(0.0)
+        for i in range(n):
+            total = total + persons[p, i, 2]
+        return total / np.float32(n)
+    s0 = persons[p, 0, 2]
+    s1 = persons[p, 1, 2]
+    s2 = persons[p, 2, 2]
+    s3 = persons[p, 3, 2]
+    s4 = persons[p, 4, 2]
+    s5 = persons[p, 5, 2]
+    s6 = persons[p, 6, 2]
+    s7 = persons[p, 7, 2]
+    i = 8
+    while i < n - n % 8:
+        s0 = s0 + persons[p, i, 2]
+        s1 = s1 + persons[p, i + 1, 2]
+        s2 = s2 + persons[p, i + 2, 2]
+        s3 = s3 + persons[p, i + 3, 2]
+        s4 = s4 + persons[p, i + 4, 2]
+        s5 = s5 + persons[p, i + 5, 2]
+        s6 = s6 + persons[p, i + 6, 2]
+        s7 = s7 + persons[p, i + 7, 2]
+        i += 8
+    total = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    while i < n:
+        total = total + persons[p, i, 2]
+        i += 1
+    return total / np.float32(n)
+
+
+def _prev_tag(persons, p, tags, prev):
+    """Float32 mean of the tag maps at person ``p``'s detected joints into ``prev[p]``.
+
+    Joints in index order, pixel ``(clip(int(x)), clip(int(y)))``; returns the joint count.
+    """
+    height = tags.shape[1]
+    width = tags.shape[2]
+    count = 0
+    s0 = np.float32(0.0)
+    s1 = np.float32(0.0)
+    for j in range(persons.shape[1]):
+        if persons[p, j, 2] > 0.0:
+            x = int(persons[p, j, 0])
+            y = int(persons[p, j, 1])
+            x = min(max(x, 0), width - 1)
+            y = min(max(y, 0), height - 1)
+            if count == 0:
+                s0 = tags[j, y, x, 0]
+                s1 = tags[j, y, x, 1]
+            else:
+                s0 = s0 + tags[j, y, x, 0]
+                s1 = s1 + tags[j, y, x, 1]
+            count += 1
+    if count > 0:
+        prev[p, 0] = s0 / np.float32(count)
+        prev[p, 1] = s1 / np.float32(count)
+    return count
+
+
+def _cannot_win(h, sq, best, lower):
+    """True when no pixel with heatmap value <= ``h`` and squared tag distance >= ``sq`` can
+    change a person's refine result.
+
+    ``best`` is the best score met so far in row-major order (a pixel scoring <= best loses:
+    the first maximum wins) and ``lower`` a score reached somewhere on the map (a pixel scoring
+    < lower is not a maximum).  Both tests are exact, float32 rounding included.  The score
+    ``fl(h - k)``, with ``k`` the distance rounded half to even, never exceeds ``h``; and if
+    ``sq > ((h - t) * (1 + 2**-20) + c)**2`` the float32 distance is at least ``h - t + c``
+    minus less than 2**-21 (the float32 square root is within a relative 2**-24), so
+    ``k >= h - t + c - 1/2`` rounded up:
+
+    * ``c = 1/2 + 2**-20`` gives ``k >= h - t``: the score is <= t;
+    * ``c = 1 + 2**-20`` gives ``k > h - t + 1/2``: the score is below ``t - 1/2`` before
+      rounding, so < t once rounded to float32 as long as |t| < 2**22.
+    """
+    if h <= best or h < lower:
+        return True
+    reach = (np.float64(h) - np.float64(best)) * _STRETCH + 0.5 + _NUDGE
+    if np.float64(sq) > reach * reach:
+        return True
+    if abs(lower) < _TWO22:
+        reach = (np.float64(h) - np.float64(lower)) * _STRETCH + 1.0 + _NUDGE
+        if np.float64(sq) > reach * reach:
+            return True
+    return False
+
+
+def _refine_score(h, t0, t1, p0, p1):
+    """``h - round(||(t0, t1) - (p0, p1)||)`` with every operation in float32."""
+    d0 = np.float32(t0 - p0)
+    d1 = np.float32(t1 - p1)
+    dist = np.float32(math.sqrt(np.float32(np.float32(d0 * d0) + np.float32(d1 * d1))))
+    return np.float32(np.float64(h) - _round_half_even(np.float64(dist)))
+
+
+def _tile_gap(lo, hi, v):
+    """Float32 distance from ``v`` to the range [lo, hi] (0 inside); never exceeds the float32
+    difference between ``v`` and any value of the range."""
+    if v < lo:
+        return np.float32(lo - v)
+    if v > hi:
+        return np.float32(v - hi)
+    return np.float32(0.0)
+
+
+def _refine_joint(j, persons, n_persons, heatmap, tags, prev, has_prev, who, best, best_at,
+                  lower, tile, tile_at, tile_who, tile_count, tile_rows, tile_cols):
+    """Refine joint ``j`` of every person that misses it (val == 0), writing ``persons``.
+
+    Per pixel the score is ``hm - round(||tag - prev_tag||)`` in float32 and the first
+    row-major maximum wins (strict ``>`` while scanning in row-major order).  Three passes:
+
+    1. the map is cut into tiles of ``tile_rows x tile_cols`` pixels; per tile the largest
+       heatmap value (and its first pixel) and the range of both tag components are recorded;
+    2. each person scores the largest pixel of every tile: the best of those, ``lower``, is a
+       score the map certainly reaches;
+    3. bands of ``tile_rows`` rows are scanned in row-major order; a person skips a tile, and
+       then a pixel, when ``_cannot_win`` proves it cannot change the result, so most of the
+       map is never scored.  Each pixel of a band is read once for all persons that need it.
+
+    Scratch owned by this joint: ``who``, ``best``, ``best_at``, ``lower`` (>= n_persons);
+    ``tile`` [>= n_tiles, 5] f4, ``tile_at`` [>= n_tiles] int, ``tile_who``
+    [>= tiles per band, >= n_persons] int, ``tile_count`` [>= tiles per band] int.
+    """
+    height = heatmap.shape[1]
+    width = heatmap.shape[2]
+    n_who = 0
+    for p in range(n_persons):
+        if persons[p, j, 2] == 0.0 and has_prev[p] != 0:
+            who[n_who] = p
+            best[n_who] = -np.inf
+            best_at[n_who] = 0
+            lower[n_who] = -np.inf
+            n_who += 1
+    if n_who == 0:
+        return
+    band_tiles = (width + tile_cols - 1) // tile_cols
+
+    # 1. tile bounds
+    c = 0
+    for y0 in range(0, height, tile_rows):
+        y1 = min(y0 + tile_rows, height)
+        for x0 in range(0, width, tile_cols):
+            x1 = min(x0 + tile_cols, width)
+            h_max = -np.inf
+            h_at = y0 * width + x0
+            lo0 = np.inf
+            hi0 = -np.inf
+            lo1 = np.inf
+            hi1 = -np.inf
+            for y in range(y0, y1):
+                for x in range(x0, x1):
+                    h = heatmap[j, y, x]
+                    if h > h_max:
+                        h_max = h
+                        h_at = y * width + x
+                    t = tags[j, y, x, 0]
+                    lo0 = min(lo0, t)
+                    hi0 = max(hi0, t)
+                    t = tags[j, y, x, 1]
+                    lo1 = min(lo1, t)
+                    hi1 = max(hi1, t)
+            tile[c, 0] = h_max
+            tile[c, 1] = lo0
+            tile[c, 2] = hi0
+            tile[c, 3] = lo1
+            tile[c, 4] = hi1
+            tile_at[c] = h_at
+            c += 1
+    n_tiles = c
+
+    # 2. a score each person certainly reaches
+    for c in range(n_tiles):
+        y = tile_at[c] // width
+        x = tile_at[c] - y * width
+        for q in range(n_who):
+            p = who[q]
+            score = _refine_score(heatmap[j, y, x], tags[j, y, x, 0], tags[j, y, x, 1],
+                                  prev[p, 0], prev[p, 1])
+            if score > lower[q]:
+                lower[q] = score
+
+    # 3. row-major scan, band by band
+    band = 0
+    for y0 in range(0, height, tile_rows):
+        y1 = min(y0 + tile_rows, height)
+        for c in range(band_tiles):
+            k = band * band_tiles + c
+            count = 0
+            for q in range(n_who):
+                p = who[q]
+                g0 = _tile_gap(tile[k, 1], tile[k, 2], prev[p, 0])
+                g1 = _tile_gap(tile[k, 3], tile[k, 4], prev[p, 1])
+                sq = np.float32(np.float32(g0 * g0) + np.float32(g1 * g1))
+                if not _cannot_win(tile[k, 0], sq, best[q], lower[q]):
+                    tile_who[c, count] = q
+                    count += 1
+            tile_count[c] = count
+        for y in range(y0, y1):
+            for c in range(band_tiles):
+                count = tile_count[c]
+                if count == 0:
+                    continue
+                x0 = c * tile_cols
+                x1 = min(x0 + tile_cols, width)
+                for x in range(x0, x1):
+                    h = heatmap[j, y, x]
+                    t0 = tags[j, y, x, 0]
+                    t1 = tags[j, y, x, 1]
+                    for i in range(count):
+                        q = tile_who[c, i]
+                        b = best[q]
+                        if h <= b or h < lower[q]:
+                            continue
+                        p = who[q]
+                        d0 = np.float32(t0 - prev[p, 0])
+                        d1 = np.float32(t1 - prev[p, 1])
+                        sq = np.float32(np.float32(d0 * d0) + np.float32(d1 * d1))
+                        if _cannot_win(h, sq, b, lower[q]):
+                            continue
+                        dist = np.float32(math.sqrt(sq))
+                        score = np.float32(np.float64(h) - _round_half_even(np.float64(dist)))
+                        if score > b:
+                            best[q] = score
+                            best_at[q] = y * width + x
+        band += 1
+
+    for q in range(n_who):
+        p = who[q]
+        y = best_at[q] // width
+        x = best_at[q] - y * width
+        val = heatmap[j, y, x]
+        if val > 0.0:
+            fx = np.float64(x) + 0.5
+            fy = np.float64(y) + 0.5
+            if heatmap[j, y, min(width - 1, x + 1)] > heatmap[j, y, max(0, x - 1)]:
+                fx += 0.25
+            else:
+                fx -= 0.25
+            if heatmap[j, min(height - 1, y + 1), x] > heatmap[j, max(0, y - 1), x]:
+                fy += 0.25
+            else:
+                fy -= 0.25
+            persons[p, j, 0] = fx
+            persons[p, j, 1] = fy
+            persons[p, j, 2] = val
+
+
+# ---------------------------------------------------------------------------------------------
+# Host drivers (loops over the cores; compiled with njit only)
+# ---------------------------------------------------------------------------------------------
+
+
+def _scores_host(persons, n_persons, out):
+    for p in range(n_persons):
+        out[p] = _person_score(persons, p)
+
+
+def _refine_host(persons, n_persons, heatmap, tags, prev, has_prev, who, best, best_at, lower,
+                 tile, tile_at, tile_who, tile_count, tile_rows, tile_cols):
+    for p in range(n_persons):
+        has_prev[p] = 1 if _prev_tag(persons, p, tags, prev) > 0 else 0
+    # Joints are independent (each writes only its own column of persons): parallel and still
+    # deterministic.
+    for j in numba.prange(persons.shape[1]):
+        _refine_joint(j, persons, n_persons, heatmap, tags, prev, has_prev, who[j], best[j],
+                      best_at[j], lower[j], tile[j], tile_at[j], tile_who[j], tile_count[j],
+                      tile_rows, tile_cols)
+
+
+def _mean_tags_host(tag_list, tag_len, out):
+    for p in range(tag_list.shape[0]):
+        out[p, 0] = _mean_tag(tag_list, tag_len, p, 0)
+        out[p, 1] = _mean_tag(tag_list, tag_len, p, 1)
+
+
+_CORE_NAMES = (
+    "_round_half_even",
+    "_joint_at",
+    "_find_zero",
+    "_star_in_row",
+    "_star_in_col",
+    "_prime_in_row",
+    "_assign",
+    "_mean_tag",
+    "_place",
+    "_group",
+    "_person_score",
+    "_prev_tag",
+    "_cannot_win",
+    "_refine_score",
+    "_tile_gap",
+    "_refine_joint",
+)
+
+
+def _clone(fn, namespace):
+    clone = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__,
+                               fn.__closure__)
+    clone.__qualname__ = fn.__qualname__
+    clone.__module__ = fn.__module__
+    clone.__doc__ = fn.__doc__
+    return clone
+
+
+def compile_cores(decorate, names=_CORE_NAMES, namespace=None):
+    """Compile the core functions with ``decorate`` and return them as a namespace.
+
+    Each core is cloned into one shared dict of globals in which the other cores' names refer
+    to their compiled versions, so calls between cores stay inside the target.  Example for
+    the device: ``compile_cores(numba.cuda.jit(device=True))``.  ``namespace`` (a dict built by
+    an earlier call) lets further functions be added to the same set.
+    """
+    if namespace is None:
+        namespace = dict(globals())
+    for name in names:
+        namespace[name] = decorate(_clone(globals()[name], namespace))
+    return types.SimpleNamespace(**{name.lstrip("_"): namespace[name] for name in names},
+                                 namespace=namespace)
+
+
+_DRIVER_NAMES = ("_scores_host", "_mean_tags_host", "_refine_host")
+
+
+def _build_host():
+    """The host build: every core with ``numba.njit``, the refine driver also parallel."""
+    njit = numba.njit(cache=True, nogil=True)
+    cores = compile_cores(njit, _CORE_NAMES + _DRIVER_NAMES[:2])
+    compile_cores(numba.njit(cache=True, nogil=True, parallel=True), _DRIVER_NAMES[2:],
+                  cores.namespace)
+    return _view(cores.namespace)
+
+
+def _build_plain():
+    """The same functions uncompiled (slow; for tests and debugging)."""
+    return _view(compile_cores(lambda fn: fn, _CORE_NAMES + _DRIVER_NAMES).namespace)
+
+
+def _view(namespace):
+    names = _CORE_NAMES + _DRIVER_NAMES
+    return types.SimpleNamespace(**{name.lstrip("_"): namespace[name] for name in names})
+
+
+_HOST = _build_host()
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API (allocate the work buffers, call a build of the cores)
+# ---------------------------------------------------------------------------------------------
+
+
+def _assign_buffers(n):
+    return (np.zeros((n, n), np.int8), np.zeros(n, np.int8), np.zeros(n, np.int8),
+            np.zeros((2 * n, 2), np.int64), np.zeros((n, 2), np.int64))
+
+
+def _assign_with(impl, cost):
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.ndim != 2:
+        raise ValueError(f"assign: cost must be 2-D, got shape {cost.shape}")
+    rows, cols = cost.shape
+    if rows == 0 or cols == 0:
+        return np.zeros((0, 2), np.int64)
+    n = max(rows, cols)
+    work = np.zeros((n, n), np.float64)
+    work[:rows, :cols] = cost
+    marked, row_cov, col_cov, path, pairs = _assign_buffers(n)
+    n_pairs = impl.assign(work, n, rows, cols, marked, row_cov, col_cov, path, pairs)
+    return pairs[:n_pairs].copy()
+
+
+def assign(cost: np.ndarray) -> np.ndarray:
+    """Pairs ``[(row, col), ...]`` exactly as ``munkres.Munkres().compute`` (1.1.4) returns them.
+
+    ``cost`` is any rectangular matrix of finite numbers below 2**63 (converted to float64); it
+    is padded to a square with zeros like munkres does.  Returns an int64 array
+    ``[n_pairs, 2]`` in row-major order over the original ``rows x cols`` region.
+    """
+    return _assign_with(_HOST, cost)
+
+
+def _group_with(impl, candidates, detection_threshold, tag_threshold):
+    cand = np.ascontiguousarray(candidates, dtype=np.float32)
+    if cand.ndim != 3 or cand.shape[0] != NUM_JOINTS or cand.shape[2] != 5:
+        raise ValueError(f"group: candidates must be [17, K, 5], got shape {cand.shape}")
+    n_k = cand.shape[1]
+    max_persons = NUM_JOINTS * n_k
+    if max_persons == 0:
+        return np.zeros((0, NUM_JOINTS, 5), np.float32)
+    n = max(n_k, max_persons)
+    persons = np.zeros((max_persons, NUM_JOINTS, 5), np.float32)
+    keys = np.zeros(max_persons, np.float32)
+    tag_list = np.zeros((max_persons, NUM_JOINTS, 2), np.float32)
+    tag_len = np.zeros(max_persons, np.int64)
+    means = np.zeros((max_persons, 2), np.float32)
+    sel = np.zeros(n_k, np.int64)
+    dist = np.zeros((n_k, max_persons), np.float64)
+    work = np.zeros((n, n), np.float64)
+    marked, row_cov, col_cov, path, pairs = _assign_buffers(n)
+    n_persons = impl.group(cand, float(detection_threshold), float(tag_threshold), persons,
+                           keys, tag_list, tag_len, means, sel, dist, work, marked, row_cov,
+                           col_cov, path, pairs)
+    return persons[:n_persons].copy()
+
+
+def group(candidates: np.ndarray, detection_threshold: float = 0.1,
+          tag_threshold: float = 1.0) -> np.ndarray:
+    """Group per-joint candidates into persons (SPEC §7).
+
+    ``candidates``: float32 ``[17, K, 5]``, per COCO joint the top-K peaks as
+    ``(x, y, val, tag0, tag1)``; x, y are copied to the persons unchanged.  A candidate is used
+    when ``val > detection_threshold``.  Returns float32 ``[P, 17, 5]`` (zeros for missing
+    joints) in the order persons were created; P <= 17 * K.
+    """
+    return _group_with(_HOST, candidates, detection_threshold, tag_threshold)
+
+
+def _person_scores_with(impl, persons):
+    persons = np.ascontiguousarray(persons, dtype=np.float32)
+    if persons.ndim != 3 or persons.shape[2] < 3:
+        raise ValueError(f"person_scores: persons must be [P, J, 5], got shape {persons.shape}")
+    out = np.zeros(persons.shape[0], np.float32)
+    impl.scores_host(persons, persons.shape[0], out)
+    return out
+
+
+def person_scores(persons: np.ndarray) -> np.ndarray:
+    """Float32 ``[P]``: mean of each person's 17 joint values, as ``persons[i, :, 2].mean()``."""
+    return _person_scores_with(_HOST, persons)
+
+
+def _mean_tags_with(impl, tags):
+    tags = np.ascontiguousarray(tags, dtype=np.float32)
+    if tags.ndim != 2 or tags.shape[1] != 2 or tags.shape[0] == 0:
+        raise ValueError(f"mean_tags: tags must be [n, 2] with n >= 1, got shape {tags.shape}")
+    tag_len = np.array([tags.shape[0]], np.int64)
+    out = np.zeros((1, 2), np.float32)
+    impl.mean_tags_host(tags[None], tag_len, out)
+    return out[0]
+
+
+def mean_tags(tags: np.ndarray) -> np.ndarray:
+    """Float32 mean of ``tags [n, 2]`` computed like the grouping does (equals ``np.mean``)."""
+    return _mean_tags_with(_HOST, tags)
+
+
+def _refine_with(impl, persons, heatmap, tags):
+    if not isinstance(persons, np.ndarray) or persons.ndim != 3 or persons.shape[1:] != (
+            NUM_JOINTS, 5):
+        raise ValueError("refine: persons must be a [P, 17, 5] array")
+    heatmap = np.ascontiguousarray(heatmap, dtype=np.float32)
+    tags = np.ascontiguousarray(tags, dtype=np.float32)
+    if heatmap.ndim != 3 or heatmap.shape[0] != NUM_JOINTS or 0 in heatmap.shape:
+        raise ValueError(f"refine: heatmap must be [17, H, W], got shape {heatmap.shape}")
+    if tags.shape != heatmap.shape + (2,):
+        raise ValueError(f"refine: tags must be {heatmap.shape + (2,)}, got shape {tags.shape}")
+    n_persons = persons.shape[0]
+    if n_persons == 0:
+        return
+    work = np.ascontiguousarray(persons, dtype=np.float32)
+    prev = np.zeros((n_persons, 2), np.float32)
+    has_prev = np.zeros(n_persons, np.int8)
+    who = np.zeros((NUM_JOINTS, n_persons), np.int64)
+    best = np.zeros((NUM_JOINTS, n_persons), np.float32)
+    best_at = np.zeros((NUM_JOINTS, n_persons), np.int64)
+    lower = np.zeros((NUM_JOINTS, n_persons), np.float32)
+    band_tiles = -(-heatmap.shape[2] // _TILE_COLS)
+    n_tiles = -(-heatmap.shape[1] // _TILE_ROWS) * band_tiles
+    tile = np.zeros((NUM_JOINTS, n_tiles, 5), np.float32)
+    tile_at = np.zeros((NUM_JOINTS, n_tiles), np.int64)
+    tile_who = np.zeros((NUM_JOINTS, band_tiles, n_persons), np.int32)
+    tile_count = np.zeros((NUM_JOINTS, band_tiles), np.int64)
+    impl.refine_host(work, n_persons, heatmap, tags, prev, has_prev, who, best, best_at, lower,
+                     tile, tile_at, tile_who, tile_count, _TILE_ROWS, _TILE_COLS)
+    if work is not persons:
+        persons[...] = work
+
+
+def refine(persons: np.ndarray, heatmap: np.ndarray, tags: np.ndarray) -> None:
+    """Fill missing joints of every person from the dense maps, in place (SPEC §8).
+
+    ``persons`` float32 ``[P, 17, 5]``, ``heatmap`` float32 ``[17, H, W]``, ``tags`` float32
+    ``[17, H, W, 2]``.  Only joints with ``val == 0`` can change, and only to a refined
+    ``val > 0``; their tag columns stay 0.  A person without any joint ``val > 0`` is left as is.
+    """
+    _refine_with(_HOST, persons, heatmap, tags)
+
+
+def decode_people(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray,
+                  detection_threshold: float = 0.1,
+                  tag_threshold: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Group, score and refine: returns ``(persons [P, 17, 5], scores [P])``, both float32.
+
+    The scores are taken after the quarter-pixel adjust (already in the candidates) and
+    before refine (SPEC §8).
+    """
+    persons = group(candidates, detection_threshold, tag_threshold)
+    scores = person_scores(persons)
+    refine(persons, heatmap, tags)
+    return persons, scores

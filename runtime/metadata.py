@@ -1,0 +1,82 @@
+"""What a model file knows about itself: architecture, input size and decode parameters.
+
+Every backend carries a ``ModelMetadata`` (ONNX ``metadata_props``, a JSON sidecar beside a TensorRT
+plan, or the arguments a torch model was built with), so the pipeline never asks the user for what the
+file already says. Torch-free on purpose: edge deployments read it too.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+NUM_JOINTS = 17
+FLIP_INDEX = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+ARCHS = ("w32", "w48")
+INPUT_SIZES = (512, 640)
+TOOLKIT_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Decode parameters of the reference's HigherHRNet test config (mmpose 0.29; flip test always on).
+
+    ``scales`` are sorted largest first and must contain 1 (tags are read there). The two thresholds
+    are applied by the grouping, not in the graph; they travel as metadata.
+    """
+
+    scales: tuple[float, ...] = (1.0,)
+    top_k: int = 30
+    nms_kernel: int = 5
+    detection_threshold: float = 0.1
+    tag_threshold: float = 1.0
+    flip_index: tuple[int, ...] = field(default=FLIP_INDEX)
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted((float(s) for s in self.scales), reverse=True))
+        if 1.0 not in ordered or len(set(ordered)) != len(ordered) or min(ordered) <= 0:
+            raise ValueError(f"scales {list(self.scales)}: distinct positive factors including 1 are required")
+        object.__setattr__(self, "scales", ordered)
+        object.__setattr__(self, "flip_index", tuple(int(i) for i in self.flip_index))
+
+    @property
+    def base(self) -> int:
+        """Index of scale 1 in ``scales``."""
+        return self.scales.index(1.0)
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything the pipeline needs to run a model file, whatever the backend."""
+
+    arch: str
+    input_size: int
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    checkpoint: str = ""
+    precision: str = "fp32"
+    toolkit_version: str = TOOLKIT_VERSION
+    mean: tuple[float, ...] = MEAN
+    std: tuple[float, ...] = STD
+
+    @property
+    def input_names(self) -> list[str]:
+        """One uint8 image input per scale, largest first: ``image`` alone, or ``image_0``, ``image_1`` …"""
+        count = len(self.decode.scales)
+        return ["image"] if count == 1 else [f"image_{i}" for i in range(count)]
+
+    def to_props(self) -> dict[str, str]:
+        """Flat string map (ONNX ``metadata_props``, engine sidecar)."""
+        props = {key: value for key, value in asdict(self).items() if key != "decode"}
+        props.update({f"decode.{key}": value for key, value in asdict(self.decode).items()})
+        return {f"hrnet_deploy.{key}": json.dumps(value) for key, value in props.items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> "ModelMetadata":
+        """Inverse of ``to_props``; raises KeyError/ValueError on a map that did not come from it."""
+        prefix = "hrnet_deploy."
+        values = {key[len(prefix):]: json.loads(value) for key, value in props.items() if key.startswith(prefix)}
+        decode = {key[len("decode."):]: values.pop(key) for key in list(values) if key.startswith("decode.")}
+        decode = DecodeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in decode.items()})
+        tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(decode=decode, **tuples)

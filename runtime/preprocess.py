@@ -1,0 +1,153 @@
+"""Image reading and the reference's input geometry (SPEC §4 one scale, §11 multi-scale).
+
+Everything here is host work on one image: decode the file, choose the network input size, centre
+and scale exactly as mmpose 0.29 does, and warp the image with OpenCV. The network input stays
+uint8 RGB; normalization happens inside the exported graph.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.errors import UserError
+from runtime.metadata import DecodeConfig
+
+# Sides we agree to decode: beyond the largest the warp is pointless for a 512/640 network and the
+# decoded buffer alone takes gigabytes; below the smallest there is nothing to find.
+MAX_IMAGE_SIDE = 16384
+MIN_IMAGE_SIDE = 8
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How one image maps to one network input (SPEC §4).
+
+    ``input_size`` is ``(w_res, h_res)``; ``center`` and ``scale`` are the reference's box
+    (``scale`` in units of 200 px), from which the warp and the way back (SPEC §9) are built.
+    """
+
+    image_size: tuple[int, int]
+    input_size: tuple[int, int]
+    center: tuple[int, int]
+    scale: tuple[float, float]
+
+
+def _ceil64(value: float) -> int:
+    return int(math.ceil(value / 64.0)) * 64
+
+
+def scale_geometry(width: int, height: int, size: int, scale: float = 1.0, min_scale: float = 1.0) -> Geometry:
+    """Geometry of one scale of a (multi-scale) test, SPEC §4 and §11 (``scale == min_scale == 1``: §4)."""
+    min_input = _ceil64(min_scale * size)
+    center = (round(width / 2.0), round(height / 2.0))
+    if width < height:
+        w_res = int(min_input * scale / min_scale)
+        h_res = int(_ceil64(min_input / width * height) * scale / min_scale)
+        box = (width / 200.0, h_res / w_res * width / 200.0)
+    else:
+        h_res = int(min_input * scale / min_scale)
+        w_res = int(_ceil64(min_input / height * width) * scale / min_scale)
+        box = (w_res / h_res * height / 200.0, height / 200.0)
+    return Geometry((width, height), (w_res, h_res), center, box)
+
+
+def multi_scale_geometry(width: int, height: int, size: int, scales: tuple[float, ...]) -> list[Geometry]:
+    """One Geometry per scale of ``scales`` (validated and sorted largest first by ``DecodeConfig``)."""
+    return [scale_geometry(width, height, size, s, min(scales)) for s in scales]
+
+
+def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    direction = a - b
+    return b + np.array([-direction[1], direction[0]], dtype=np.float32)
+
+
+def warp_matrix(geometry: Geometry) -> np.ndarray:
+    """The 2×3 affine matrix from image to network input, built from three float32 point pairs.
+
+    The net effect is ``x' = s (x - cx) + w_res / 2``; building it from rounded float32 points via
+    ``cv2.getAffineTransform`` (as the reference does) keeps the warped pixels bit-identical.
+    """
+    w_res, h_res = geometry.input_size
+    center = np.array(geometry.center, dtype=np.float64)
+    half_box_w = geometry.scale[0] * 200.0 * -0.5
+    src = np.zeros((3, 2), dtype=np.float32)
+    dst = np.zeros((3, 2), dtype=np.float32)
+    src[0] = center
+    src[1] = center + np.array([0.0, half_box_w])
+    src[2] = _third_point(src[0], src[1])
+    dst[0] = [w_res * 0.5, h_res * 0.5]
+    dst[1] = np.array([w_res * 0.5, h_res * 0.5]) + np.array([0.0, w_res * -0.5])
+    dst[2] = _third_point(dst[0], dst[1])
+    return cv2.getAffineTransform(src, dst)
+
+
+def warp(image: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Warp an RGB uint8 ``[h, w, 3]`` image to the network input ``[h_res, w_res, 3]`` (bilinear, 0 border)."""
+    return cv2.warpAffine(image, warp_matrix(geometry), geometry.input_size, flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to RGB uint8 ``[h, w, 3]`` as the reference does (OpenCV ``IMREAD_COLOR``).
+
+    Grayscale is replicated to three channels, alpha dropped, 16-bit reduced to 8-bit, and the EXIF
+    orientation applied — all by OpenCV itself, exactly like mmpose's loader.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; pass image files (or --image-dir DIR)")
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        raise UserError(f"{path}: file is empty; give a JPEG or PNG image")
+    unreadable = f"{path}: not a readable image (corrupt or unsupported format); give a JPEG or PNG image"
+    # A 1/8-size decode is cheap for JPEG and tells the size before a huge buffer is allocated.
+    preview = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    if preview is None:
+        raise UserError(unreadable)
+    if max(preview.shape) > MAX_IMAGE_SIDE // 8:
+        raise UserError(f"{path}: image is larger than {MAX_IMAGE_SIDE} px on a side; downscale it first")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(unreadable)
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        height, width = image.shape[:2]
+        raise UserError(f"{path}: image is {width}x{height} px, too small to hold a person "
+                        f"(at least {MIN_IMAGE_SIDE} px a side)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Network inputs of one image (uint8 ``[h_res, w_res, 3]`` per scale, largest first) and their geometry."""
+
+    inputs: list[np.ndarray]
+    geometries: list[Geometry]
+    base: int
+
+    @property
+    def base_geometry(self) -> Geometry:
+        """The scale-1 geometry: base size, centre and scale of the way back (SPEC §9, §11)."""
+        return self.geometries[self.base]
+
+
+def prepare(image: np.ndarray, size: int, decode: DecodeConfig) -> Prepared:
+    """Warp one RGB image to every scale's network input."""
+    height, width = image.shape[:2]
+    geometries = multi_scale_geometry(width, height, size, decode.scales)
+    return Prepared([warp(image, g) for g in geometries], geometries, decode.base)
+
+
+def to_image_coordinates(points: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Map ``[..., 2]`` base-size map coordinates back to image pixels (SPEC §9), in float32 like the reference."""
+    w_res, h_res = geometry.input_size
+    box = np.array(geometry.scale, dtype=np.float64) * 200.0
+    out = np.array(points, dtype=np.float32, copy=True)
+    out[..., 0] = out[..., 0] * np.float32(box[0] / w_res) + np.float32(geometry.center[0]) - np.float32(box[0] * 0.5)
+    out[..., 1] = out[..., 1] * np.float32(box[1] / h_res) + np.float32(geometry.center[1]) - np.float32(box[1] * 0.5)
+    return out

@@ -1,0 +1,79 @@
+"""People, COCO results and atomic file writes."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import UserError
+from runtime.preprocess import Geometry, to_image_coordinates
+
+
+@dataclass(frozen=True)
+class Person:
+    """One detected person in image pixels: ``keypoints [17, 3]`` (x, y, joint score), ``tags [17, 2]``
+    (associative-embedding tags of grouped joints; 0 for refined or missing ones) and the person
+    score (mean of the 17 joint scores before refine, as the reference reports it)."""
+
+    keypoints: np.ndarray
+    tags: np.ndarray
+    score: float
+
+
+def people_in_image(persons: np.ndarray, scores: np.ndarray, geometry: Geometry) -> list[Person]:
+    """Persons ``[P, 17, 5]`` in base-size map coordinates → people in image pixels (SPEC §9)."""
+    xy = to_image_coordinates(persons[:, :, :2], geometry)
+    return [Person(np.concatenate([xy[p], persons[p, :, 2:3]], axis=1), persons[p, :, 3:5].copy(), float(scores[p]))
+            for p in range(persons.shape[0])]
+
+
+def image_id(path: str | Path, fallback: int) -> int:
+    """The integer of a COCO file name (``000000000785.jpg`` → 785); ``fallback`` for other names."""
+    digits = re.fullmatch(r"\D*?(\d+)", Path(path).stem)
+    return int(digits.group(1)) if digits else fallback
+
+
+def coco_results(image: int, people: list[Person]) -> list[dict]:
+    """COCO keypoint results, one entry per person, in the given order."""
+    return [{"image_id": int(image), "category_id": 1,
+             "keypoints": [float(v) for v in person.keypoints.reshape(-1)], "score": float(person.score)}
+            for person in people]
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write here ({exc.strerror}); choose another output path") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, value) -> None:
+    write_atomic(path, json.dumps(value).encode())
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail before any work if ``path`` cannot be written (directory missing rights, path is a folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; give a file name for the output")
+    parent = path.parent if str(path.parent) else Path(".")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise UserError(f"{path}: cannot write to {probe} (permission denied); choose another output path")

@@ -1,0 +1,32 @@
+"""Shared fixtures: paths to ../shared (goldens, mini COCO set) and a synthetic-weights w32 backend."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+GOLDEN = SHARED / "golden"
+MINI = SHARED / "data" / "coco_val2017_mini"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is not here (it sits beside the checkout in the project's shared/ folder)")
+    return path
+
+
+def load_golden(name: str) -> dict:
+    return json.loads(need(GOLDEN / name).read_text())
+
+
+@pytest.fixture(scope="session")
+def w32_synthetic():
+    """The PyTorch reference backend, HigherHRNet-W32 with synthetic:0 weights, input 512."""
+    pytest.importorskip("torch")
+    from runtime.backends import open_torch
+
+    with open_torch("w32", "synthetic:0", 512) as backend:
+        yield backend

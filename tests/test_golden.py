@@ -1,0 +1,115 @@
+"""The PyTorch path against mmpose 0.29.0's own outputs (../shared/golden)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import GOLDEN, MINI, REPO, load_golden, need
+from tests.golden_compare import assert_same_people
+
+E2E = load_golden("e2e_w32_512_seed0.json") if (GOLDEN / "e2e_w32_512_seed0.json").exists() else {"records": []}
+DECODE = load_golden("decode_mini.json") if (GOLDEN / "decode_mini.json").exists() else {"records": []}
+
+def _people_array(people) -> np.ndarray:
+    return np.array([np.concatenate([p.keypoints, p.tags], axis=1) for p in people]).reshape(-1, 17, 5)
+
+
+@pytest.mark.parametrize("record", E2E["records"], ids=lambda r: r["file_name"])
+def test_e2e_record(record, w32_synthetic):
+    """Input tensor sha256 and the aggregated maps' float64 sums bit-identical; same people.
+
+    (Raw network outputs are checked bit for bit by tests/test_model.py from an independent
+    transcription of the preprocessing.)"""
+    import torch
+
+    from runtime.pipeline import PoseEstimator
+    from runtime.preprocess import read_image
+    from runtime.results import people_in_image
+
+    estimator = PoseEstimator(w32_synthetic)
+    prepared = estimator.prepare(read_image(need(MINI / "images" / record["file_name"])))
+    geometry = prepared.base_geometry
+    assert list(geometry.input_size) == record["base_size"]
+    assert list(geometry.center) == record["center"] and list(geometry.scale) == record["scale"]
+
+    graph = w32_synthetic.graph
+    image = torch.from_numpy(prepared.inputs[0][None])
+    with torch.inference_mode():
+        normalized = graph.normalize(image)
+    assert hashlib.sha256(normalized.numpy().tobytes()).hexdigest() == record["inputs"][0]["sha256"]
+
+    outputs = estimator.run_graph(prepared)
+    assert list(outputs["heatmap"].shape) == record["aggregated_shape"]
+    # float64 sums of bit-identical float32 maps differ only by summation order (~1e-15); one
+    # float32 ulp anywhere would move them by far more than 1e-12.
+    assert math.isclose(outputs["heatmap"].astype(np.float64).sum(), record["heatmap_sum"], rel_tol=1e-12)
+    assert math.isclose(outputs["tags"].astype(np.float64).sum(), record["tags_sum"], rel_tol=1e-12)
+
+    persons, scores = estimator.group(outputs)
+    people = people_in_image(persons, scores, geometry)
+    assert_same_people(record["file_name"], _people_array(people), scores, record)
+
+
+@pytest.mark.slow
+def test_e2e_through_cli(tmp_path):
+    """`python -m runtime.run` writes the golden people, images in the order given."""
+    if not E2E["records"]:
+        pytest.skip("golden e2e file absent")
+    paths = [str(need(MINI / "images" / r["file_name"])) for r in E2E["records"]]
+    out = tmp_path / "results.json"
+    cmd = [sys.executable, "-m", "runtime.run", "--arch", "w32", "--input-size", "512", "--checkpoint", "synthetic:0",
+           "--image", *paths, "--out", str(out)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    position = 0
+    for record in E2E["records"]:
+        count = len(record["people"])
+        mine = results[position: position + count]
+        position += count
+        assert all(entry["image_id"] == record["image_id"] and entry["category_id"] == 1 for entry in mine)
+        people = np.array([np.concatenate([np.reshape(e["keypoints"], (17, 3)), np.zeros((17, 2))], axis=1)
+                           for e in mine]).reshape(-1, 17, 5)
+        assert_same_people(record["file_name"], people, np.array([e["score"] for e in mine]), record)
+    assert position == len(results), "more people written than the golden has"
+
+
+@pytest.fixture(scope="module")
+def mini_set():
+    from benchmarks.coco import CocoSet
+
+    return CocoSet.open(need(MINI / "images"), need(MINI / "person_keypoints.json"))
+
+
+@pytest.fixture(scope="module")
+def decoded_mini(mini_set):
+    """GT-rendered network outputs of all 157 images through Decode + grouping + refine."""
+    pytest.importorskip("torch")
+    from benchmarks.coco import rendered_people
+
+    annotations = mini_set.annotations()
+    return {im.path.name: (im, rendered_people(im, annotations.get(im.id, []))) for im in mini_set.images}
+
+
+@pytest.mark.parametrize("record", DECODE["records"], ids=lambda r: r["file_name"])
+def test_decode_record(record, decoded_mini):
+    image, people = decoded_mini[record["file_name"]]
+    assert image.id == record["image_id"]
+    assert_same_people(record["file_name"], _people_array(people), np.array([p.score for p in people]), record)
+
+
+def test_decode_metrics(mini_set, decoded_mini):
+    """Our COCO evaluation of the decoded people gives mmpose's ten numbers (equal to 1e-9)."""
+    from benchmarks.coco import METRICS, MMPOSE_NAMES, evaluate
+    from runtime.results import coco_results
+
+    results = [entry for image, people in decoded_mini.values() for entry in coco_results(image.id, people)]
+    metrics = evaluate(mini_set.ann, results)
+    for ours, theirs in zip(METRICS, MMPOSE_NAMES):
+        assert abs(metrics[ours] - DECODE["metrics"][theirs]) <= 1e-9, (ours, metrics[ours], DECODE["metrics"][theirs])

@@ -1,0 +1,443 @@
+"""The exported ONNX DecodeGraph in ONNX Runtime against the PyTorch reference.
+
+W32 with synthetic:0 weights is exported once per module (through the CLI, which checks the file
+itself) and compared with the torch DecodeGraph on the mini COCO set: dense outputs within
+``REL_TOLERANCE``, candidate sets equal, people after grouping and refine equal.
+
+Where float noise decides: ONNX Runtime's convolutions (MLAS, BatchNorm folded) and torch's
+(oneDNN) differ by ~1e-6 relative, exactly like torch at 1 vs 2 threads. The decode then takes
+discrete decisions on those values (SPEC §12): NMS equality, the 0.1 threshold, top-k membership and
+order, exact-equality person keys, ``round(distance)``, refine's argmax. With synthetic weights the
+heatmaps are flat (~100 people per image, values within 1e-4 of each other), so on a fraction of
+images some decision sits at a tie closer than that noise; torch against itself at another thread
+count flips such decisions too. A difference is therefore accepted only where it is traced back to
+such a tie in the reference; the test then reports it as an expected failure naming the tie (see
+``-rx``), and fails on anything else.
+
+Runtime: the mini-set comparison runs on a deterministic subset of 40 of the 157 images (every 4th
+file by name; ~2 s per image on 2 quiet cores, far more on a loaded machine); ``HRNET_FULL=1`` runs
+all 157.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import MINI, REPO, load_golden, need
+from tests.golden_compare import assert_same_people
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("torch")
+
+from export import onnx as exporter  # noqa: E402
+from runtime.errors import UserError  # noqa: E402
+
+IMAGES = sorted((MINI / "images").glob("*.jpg")) if (MINI / "images").is_dir() else []
+FULL = os.environ.get("HRNET_FULL") == "1"
+SUBSET = IMAGES if FULL else IMAGES[::4]
+SAMPLES = REPO / "runtime" / "samples"
+MULTI_SCALE_IMAGES = ["000000000785.jpg", "000000040083.jpg", "000000217285.jpg"]
+PEOPLE_TOL = 1e-4  # x, y, joint and person scores (the same tolerance as the golden comparisons)
+ORDER = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)  # SPEC §7 joint order
+GOLDEN = load_golden("e2e_w32_512_seed0.json")["records"] if (REPO.parent / "shared" / "golden").exists() else []
+
+
+def _export(folder: Path, *extra: str) -> tuple[Path, str]:
+    """Run the CLI in-process (its own ORT-vs-torch check included); return the file and what it printed."""
+    path = folder / "model.onnx"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = exporter.main(["--arch", "w32", "--checkpoint", "synthetic:0", "-o", str(path), *extra])
+    assert code == 0, out.getvalue() + err.getvalue()
+    return path, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("onnx"))
+
+
+@pytest.fixture(scope="module")
+def ort_backend(exported):
+    from runtime.backends import open_backend
+
+    with open_backend(exported[0]) as backend:
+        yield backend
+
+
+# ----------------------------------------------------------------------------------------------
+# Explaining differences by ties of the reference
+
+
+def _band(outputs) -> tuple[float, float]:
+    """Tie bands for heatmap values and tag values: TIE_BAND of each map's magnitude."""
+    return (exporter.TIE_BAND * float(np.abs(outputs["heatmap"]).max()),
+            exporter.TIE_BAND * float(np.abs(outputs["tags"]).max()))
+
+
+def _decode(outputs, index: int = 0):
+    from runtime.grouping import decode_people
+
+    return decode_people(outputs["candidates"][index], outputs["heatmap"][index], outputs["tags"][index], 0.1, 1.0)
+
+
+def _same_people(a, b) -> bool:
+    (pa, sa), (pb, sb) = a, b
+    return (pa.shape == pb.shape and np.abs(pa[..., :3] - pb[..., :3]).max(initial=0) <= PEOPLE_TOL
+            and np.abs(sa - sb).max(initial=0) <= PEOPLE_TOL)
+
+
+def _order_tie(ref, other, val_band) -> str | None:
+    """Same candidate pixels, different top-k order: the swapped values must tie."""
+    for joint in range(17):
+        rows_a = [r for r in ref["candidates"][0, joint] if r[2] > 0.1]
+        rows_b = [r for r in other["candidates"][0, joint] if r[2] > 0.1]
+        pixels_a = [(int(r[0]), int(r[1])) for r in rows_a]
+        pixels_b = [(int(r[0]), int(r[1])) for r in rows_b]
+        if pixels_a != pixels_b:
+            first = next(i for i, (p, q) in enumerate(zip(pixels_a, pixels_b)) if p != q)
+            gap = abs(float(rows_a[first][2]) - float(rows_a[pixels_a.index(pixels_b[first])][2]))
+            return (f"joint {joint}: top-k order of candidates {pixels_a[first]} and {pixels_b[first]} swapped; "
+                    f"their values differ by {gap:.1e}") if gap <= val_band else None
+    return ""
+
+
+def _key_tie(ref, other, tag_band) -> str | None:
+    """Two candidates of a joint whose tag0 (the person key, compared for exact equality) nearly coincide."""
+    for joint in range(17):
+        a = ref["candidates"][0, joint]
+        b = other["candidates"][0, joint]
+        keys_a, keys_b = a[a[:, 2] > 0.1, 3], b[b[:, 2] > 0.1, 3]
+        for i in range(len(keys_a)):
+            for k in range(i + 1, len(keys_a)):
+                gap = abs(float(keys_a[i]) - float(keys_a[k]))
+                if gap <= tag_band and (keys_a[i] == keys_a[k]) != (keys_b[i] == keys_b[k]):
+                    return (f"joint {joint}: two candidates' tag0 (person keys, equal-or-not decides a new person) "
+                            f"differ by {gap:.1e} in the reference and are {'equal' if keys_b[i] == keys_b[k] else 'distinct'} "
+                            f"in the other backend")
+    return None
+
+
+def _truncated(candidates: np.ndarray, steps: int) -> np.ndarray:
+    """Candidates with every joint after the first ``steps`` of the grouping order switched off."""
+    out = candidates.copy()
+    for joint in ORDER[steps:]:
+        out[joint, :, 2] = 0
+    return out
+
+
+def _grouping_tie(ref, other, val_band, tag_band) -> str | None:
+    """The first joint where grouping diverges must hold a tie: a distance at .5 or 1, or tied values."""
+    from runtime.grouping import group, mean_tags
+
+    a, b = ref["candidates"][0], other["candidates"][0]
+    for step in range(1, 18):
+        ga, gb = group(_truncated(a, step)), group(_truncated(b, step))
+        if ga.shape == gb.shape and np.abs(ga[..., :3] - gb[..., :3]).max(initial=0) <= PEOPLE_TOL:
+            continue
+        joint = ORDER[step - 1]
+        persons = group(_truncated(a, step - 1))
+        rows = a[joint][a[joint][:, 2] > 0.1]
+        vals = np.sort(rows[:, 2].astype(np.float64))
+        if vals.size > 1 and np.diff(vals).min() <= val_band:
+            return f"grouping diverges at joint {joint}, where two candidate values tie ({np.diff(vals).min():.1e})"
+        if len(persons):
+            means = np.array([mean_tags(p[p[:, 2] > 0, 3:5]) for p in persons], dtype=np.float64)
+            dist = np.linalg.norm(rows[:, None, 3:5].astype(np.float64) - means[None], axis=2)
+            half = np.abs(dist - np.floor(dist) - 0.5).min()
+            one = np.abs(dist - 1.0).min()
+            if min(half, one) <= 2 * tag_band:
+                return (f"grouping diverges at joint {joint}, where a tag distance sits at a rounding or "
+                        f"threshold boundary ({min(half, one):.1e} away)")
+        return None
+    return None
+
+
+def _refine_tie(ref, other, val_band, tag_band) -> str | None:
+    """Grouping equal, refine differs: each differing joint's argmax must be a tie in the reference."""
+    from runtime.grouping import group, refine
+
+    grouped = group(ref["candidates"][0])
+    refined_a, refined_b = grouped.copy(), grouped.copy()
+    refine(refined_a, ref["heatmap"][0], ref["tags"][0])
+    refine(refined_b, other["heatmap"][0], other["tags"][0])
+    heatmap, tags = ref["heatmap"][0].astype(np.float64), ref["tags"][0].astype(np.float64)
+    height, width = heatmap.shape[1:]
+    reasons = []
+    for person, joint in np.argwhere(np.abs(refined_a[..., :3] - refined_b[..., :3]).max(axis=2) > PEOPLE_TOL):
+        known = grouped[person][grouped[person][:, 2] > 0]
+        points = [tags[j, min(max(int(y), 0), height - 1), min(max(int(x), 0), width - 1)]
+                  for j, (x, y) in ((j, grouped[person, j, :2]) for j in np.flatnonzero(grouped[person, :, 2] > 0))]
+        previous = np.mean(points, axis=0) if len(known) else np.zeros(2)
+        dist = np.linalg.norm(tags[joint] - previous, axis=2)
+        score = heatmap[joint] - np.round(dist)
+        pa = (int(refined_a[person, joint, 1]), int(refined_a[person, joint, 0]))
+        pb = (int(refined_b[person, joint, 1]), int(refined_b[person, joint, 0]))
+        at_half = min(abs(dist[p] - np.floor(dist[p]) - 0.5) for p in (pa, pb))
+        if pa == pb or abs(score[pa] - score[pb]) <= val_band or at_half <= 2 * tag_band:
+            reasons.append(f"person {person} joint {joint}")
+        else:
+            return None
+    return "refine's argmax ties (or the ±0.25 adjust around it ties) for " + ", ".join(reasons)
+
+
+def explain_people_difference(ref, other, comparison) -> str | None:
+    """Why people decoded from ``other`` differ from the reference's, if a float-noise tie explains it."""
+    from runtime.grouping import group
+
+    val_band, tag_band = _band(ref)
+    if comparison.candidate_ties:
+        return "candidate sets differ at float-noise ties: " + "; ".join(comparison.candidate_ties[:2])
+    order = _order_tie(ref, other, val_band)
+    if order is None:  # the order differs without a tie
+        return None
+    if order:
+        return order
+    key = _key_tie(ref, other, tag_band)
+    if key:
+        return key
+    ga, gb = group(ref["candidates"][0]), group(other["candidates"][0])
+    if ga.shape == gb.shape and np.abs(ga[..., :3] - gb[..., :3]).max(initial=0) <= PEOPLE_TOL:
+        return _refine_tie(ref, other, val_band, tag_band)
+    return _grouping_tie(ref, other, val_band, tag_band)
+
+
+def check_against_reference(name: str, ref, other) -> None:
+    """Dense tolerance and unexplained candidate differences fail; explained people differences xfail."""
+    comparison = exporter.compare_outputs(ref, other)
+    for error in comparison.errors:
+        assert error.max_rel <= exporter.REL_TOLERANCE, (
+            f"{name}: {error.name} max rel {error.max_rel:.2e} (abs {error.max_abs:.2e}) > {exporter.REL_TOLERANCE}")
+    assert not comparison.candidate_mismatches, f"{name}: " + "; ".join(comparison.candidate_mismatches[:3])
+    people_ref, people_other = _decode(ref), _decode(other)
+    if _same_people(people_ref, people_other):
+        return
+    reason = explain_people_difference(ref, other, comparison)
+    assert reason is not None, (f"{name}: people differ ({len(people_ref[0])} vs {len(people_other[0])}) and no "
+                                f"float-noise tie of the reference explains it")
+    pytest.xfail(f"{name}: people differ at a float-noise tie: {reason}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The file
+
+
+def test_cli_output_and_file(exported):
+    path, printed = exported
+    assert "[4/4]" in printed and "candidates above threshold" in printed
+    assert not list(path.parent.glob(".*.tmp")), "temporary files left beside the output"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"], "no external-data sidecar expected"
+    assert path.stat().st_size < 2 * 1024**3
+
+
+def test_checker_and_self_contained(exported):
+    path = exported[0]
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path), load_external_data=False)
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [exporter.OPSET]
+    external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert not external, f"weights stored outside the file: {external[:3]}"
+    ops = {node.op_type for node in model.graph.node}
+    assert "Clip" not in ops, "the integer clamps must be Max/Min (TensorRT's Clip is float-only)"
+    first = [node for node in model.graph.node if "image" in node.input]
+    assert [node.op_type for node in first] == ["Cast"], "only a Cast may read the uint8 input (TensorRT)"
+
+
+def test_metadata_round_trip(exported, ort_backend, w32_synthetic):
+    from runtime.metadata import ModelMetadata
+
+    model = onnx.load(str(exported[0]), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert ModelMetadata.from_props(props) == w32_synthetic.metadata
+    assert ort_backend.metadata == w32_synthetic.metadata
+    assert props["export.opset"] == str(exporter.OPSET)
+    assert "TorchScript" in props["export.exporter"]
+    assert props["export.checkpoint_sha256"] == ""  # synthetic weights have no file
+    assert props["export.weights_sha256"] == exporter.weights_digest(w32_synthetic.graph.network.state_dict())
+    assert ort_backend.inputs == w32_synthetic.inputs and ort_backend.outputs == w32_synthetic.outputs
+
+
+def test_dynamic_batch_and_sizes(ort_backend, w32_synthetic):
+    """N, H, W are dynamic: batch 2 at one size and batch 1 at a portrait size, against torch."""
+    rng = np.random.default_rng(3)
+    for shape in ((2, 128, 192, 3), (1, 192, 128, 3)):
+        feed = {"image": rng.integers(0, 256, size=shape, dtype=np.uint8)}
+        ref, got = w32_synthetic.run(feed), ort_backend.run(feed)
+        comparison = exporter.compare_outputs(ref, got)
+        assert all(e.max_rel <= exporter.REL_TOLERANCE for e in comparison.errors), comparison.lines()
+        assert not comparison.candidate_mismatches, comparison.lines()
+        assert got["heatmap"].shape == (shape[0], 17, shape[1], shape[2])
+
+
+def test_input_outside_the_file_is_a_user_error(ort_backend, exported):
+    with pytest.raises(UserError, match=rf"{exported[0].name}.*multiples of 64"):
+        ort_backend.run({"image": np.zeros((1, 96, 128, 3), np.uint8)})
+    with pytest.raises(UserError, match="uint8"):
+        ort_backend.run({"image": np.zeros((1, 128, 128, 3), np.float32)})
+    with pytest.raises(UserError, match="inputs"):
+        ort_backend.run({"image_0": np.zeros((1, 128, 128, 3), np.uint8)})
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX Runtime vs torch on real images
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SUBSET, ids=lambda p: p.name)
+def test_mini_set_against_torch(path, ort_backend, w32_synthetic):
+    feed = exporter.prepared_feed(w32_synthetic.metadata, path)
+    check_against_reference(path.name, w32_synthetic.run(feed), ort_backend.run(feed))
+
+
+@pytest.mark.parametrize("record", GOLDEN, ids=lambda r: r["file_name"])
+def test_golden_people_through_onnx(record, ort_backend, w32_synthetic):
+    """mmpose's own people (golden e2e) from the ONNX file through PoseEstimator."""
+    from runtime.pipeline import PoseEstimator
+    from runtime.preprocess import read_image
+
+    image = read_image(need(MINI / "images" / record["file_name"]))
+    estimator = PoseEstimator(ort_backend)
+    people = estimator(image)
+    got = np.array([np.concatenate([p.keypoints, p.tags], axis=1) for p in people]).reshape(-1, 17, 5)
+    scores = np.array([p.score for p in people])
+    try:
+        assert_same_people(record["file_name"], got, scores, record)
+    except AssertionError:
+        # Not the golden: the torch path must give the golden, and the difference must be a tie.
+        feed = exporter.prepared_feed(w32_synthetic.metadata, MINI / "images" / record["file_name"])
+        check_against_reference(record["file_name"], w32_synthetic.run(feed), ort_backend.run(feed))
+        raise
+
+
+@pytest.mark.slow
+def test_multi_scale_export_against_torch(tmp_path_factory, w32_synthetic):
+    """--scales 2,1,0.5: three uint8 inputs, largest first; ORT equals torch on three images."""
+    from export.graphs import DecodeGraph
+    from runtime.backends import open_backend
+    from runtime.backends.torch_backend import TorchBackend
+    from runtime.metadata import DecodeConfig, ModelMetadata
+
+    path, _ = _export(tmp_path_factory.mktemp("onnx_ms"), "--scales", "2,1,0.5", "--skip-verify")
+    decode = DecodeConfig(scales=(2, 1, 0.5))
+    metadata = ModelMetadata(arch="w32", input_size=512, decode=decode, checkpoint="synthetic:0")
+    reference = TorchBackend(DecodeGraph(w32_synthetic.graph.network, decode), metadata)
+    explained = []
+    with open_backend(path) as backend:
+        assert backend.metadata == metadata
+        assert [spec.name for spec in backend.inputs] == ["image_0", "image_1", "image_2"]
+        for name in MULTI_SCALE_IMAGES:
+            feed = exporter.prepared_feed(metadata, need(MINI / "images" / name))
+            assert [a.shape[1] for a in feed.values()] == [1024, 512, 256]
+            try:
+                check_against_reference(name, reference.run(feed), backend.run(feed))
+            except pytest.xfail.Exception as tie:
+                explained.append(str(tie))
+    if explained:
+        pytest.xfail("; ".join(explained))
+
+
+def test_simplify_keeps_outputs(exported, tmp_path):
+    """onnxslim (or onnxsim) must not change what ONNX Runtime computes."""
+    if not any(_importable(name) for name in ("onnxslim", "onnxsim")):
+        pytest.skip("neither onnxslim nor onnxsim is installed (pip install onnxslim)")
+    from runtime.backends.onnx_backend import OnnxBackend
+
+    model, tool = exporter.simplify(onnx.load(str(exported[0])))
+    path = tmp_path / "slim.onnx"
+    onnx.save_model(model, str(path))
+    feed = {"image": np.random.default_rng(5).integers(0, 256, size=(1, 128, 192, 3), dtype=np.uint8)}
+    with OnnxBackend(exported[0]) as plain, OnnxBackend(path) as slim:
+        a, b = plain.run(feed), slim.run(feed)
+        assert slim.metadata == plain.metadata
+    for name in exporter.OUTPUT_NAMES:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=f"{tool} changed {name}")
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def test_polygraphy_runs_the_file(exported):
+    tool = shutil.which("polygraphy") or shutil.which("polygraphy", path=str(Path(sys.executable).parent))
+    if tool is None:
+        pytest.skip("polygraphy is not installed (pip install polygraphy; it is in the dev extra)")
+    done = subprocess.run([tool, "run", str(exported[0]), "--onnxrt", "--input-shapes", "image:[1,128,192,3]",
+                           "--val-range", "image:[0,255]"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "PASSED" in done.stdout + done.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad files and the CLI
+
+
+def test_random_bytes_are_a_user_error(tmp_path):
+    from runtime.backends import open_backend
+
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(UserError, match="not a readable ONNX model"):
+        open_backend(path)
+
+
+def test_other_model_is_a_user_error(tmp_path):
+    from onnx import TensorProto, helper
+
+    from runtime.backends import open_backend
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "tiny.onnx"
+    onnx.save_model(model, str(path))
+    with pytest.raises(UserError, match="not an hrnet-deploy export.*python -m export.onnx"):
+        open_backend(path)
+    # Our metadata on someone else's graph: the I/O check catches it.
+    from runtime.metadata import ModelMetadata
+
+    exporter.set_metadata(model, ModelMetadata(arch="w32", input_size=512).to_props())
+    onnx.save_model(model, str(path))
+    with pytest.raises(UserError, match="do not match its metadata"):
+        open_backend(path)
+
+
+def test_cuda_without_onnxruntime_gpu_is_a_user_error(exported):
+    import onnxruntime
+
+    from runtime.backends.onnx_backend import OnnxBackend
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    with pytest.raises(UserError, match="onnxruntime-gpu"):
+        OnnxBackend(exported[0], device="cuda")
+
+
+def test_cli_help():
+    done = subprocess.run([sys.executable, "-m", "export.onnx", "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for flag in ("--arch", "--input-size", "--checkpoint", "--opset", "--scales", "--simplify", "--output",
+                 "default", "python -m export.onnx --arch"):
+        assert flag in done.stdout
+
+
+def test_cli_user_error_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "export.onnx", "--arch", "w32", "--checkpoint",
+                           str(tmp_path / "missing.pth"), "-o", str(tmp_path / "x.onnx")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "missing.pth" in lines[0], done.stderr
+    assert not (tmp_path / "x.onnx").exists()
