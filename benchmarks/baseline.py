@@ -100,6 +100,7 @@ def match_by_tag(loc: np.ndarray, val: np.ndarray, tag: np.ndarray,
             padding = np.zeros((n_new, n_new - n_old), dtype=np.float32) + 1e10
             cost = np.concatenate((cost, padding), axis=1)
 
+        # mmpose passes the array itself; a list of the same float64 values pairs alike
         pairs = munkres.Munkres().compute(cost.tolist())
         for r, c in pairs:
             if r < n_new and c < n_old and distance[r][c] < tag_threshold:

@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             from runtime.backends import open_torch
             from runtime.pipeline import PoseEstimator
 
-            scales = tuple(float(s) for s in args.scales.split(","))
+            from runtime.run import check_scales, parse_scales
+
+            scales = check_scales(parse_scales(args.scales))
             estimator = PoseEstimator(open_torch(args.arch, args.checkpoint, args.input_size, scales))
             people_of = lambda im: estimator.estimate_file(im.path)  # noqa: E731
         results: list[dict] = []

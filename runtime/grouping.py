@@ -107,7 +107,11 @@ _TILE_COLS = 16
 
 
 def _round_half_even(x):
-    """Round a float64 to the nearest integer, halves to even (``np.round``); NaN passes."""
+    """Round a float64 to the nearest integer, halves to even, like ``np.round``.
+
+    NaN passes through; a zero result is +0.0 (``np.round`` keeps the sign), which no caller
+    can tell apart: the rounded values are distances.
+    """
     if x >= 0.0:
         if x < _TWO52:
             return (x + _TWO52) - _TWO52

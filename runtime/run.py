@@ -55,11 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_scales(scales: tuple[float, ...]) -> tuple[float, ...]:
+    from runtime.metadata import DecodeConfig
+
+    try:
+        return DecodeConfig(scales=scales).scales
+    except ValueError as error:
+        raise UserError(f"--scales: {error}, e.g. --scales 2,1,0.5") from None
+
+
 def open_estimator(args: argparse.Namespace):
     from runtime.backends import open_torch
     from runtime.pipeline import PoseEstimator
 
-    return PoseEstimator(open_torch(args.arch, args.checkpoint, args.input_size, args.scales))
+    return PoseEstimator(open_torch(args.arch, args.checkpoint, args.input_size, check_scales(args.scales)))
 
 
 def describe(estimator) -> str:

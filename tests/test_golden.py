@@ -63,8 +63,9 @@ def test_e2e_through_cli(tmp_path):
         pytest.skip("golden e2e file absent")
     paths = [str(need(MINI / "images" / r["file_name"])) for r in E2E["records"]]
     out = tmp_path / "results.json"
+    pictures = tmp_path / "pictures"
     cmd = [sys.executable, "-m", "runtime.run", "--arch", "w32", "--input-size", "512", "--checkpoint", "synthetic:0",
-           "--image", *paths, "--out", str(out)]
+           "--image", *paths, "--out", str(out), "--draw", str(pictures)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     results = json.loads(out.read_text())
@@ -78,6 +79,7 @@ def test_e2e_through_cli(tmp_path):
                            for e in mine]).reshape(-1, 17, 5)
         assert_same_people(record["file_name"], people, np.array([e["score"] for e in mine]), record)
     assert position == len(results), "more people written than the golden has"
+    assert sorted(p.name for p in pictures.iterdir()) == sorted(r["file_name"] for r in E2E["records"])
 
 
 @pytest.fixture(scope="module")

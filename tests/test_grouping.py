@@ -87,8 +87,9 @@ def test_assign_matches_munkres_random(block):
 
 def test_assign_step6_rounding_order():
     # Step 6 must add m to covered rows and then subtract it from uncovered columns, entry by
-    # entry: with m = 0.2 and entries near 1e10, (c + m) - m != c.  Skipping the net-zero
-    # update of covered-row / uncovered-column entries answers (1, 0), (2, 3), ... instead.
+    # entry.  In the second step 6 here, m = 0.09999999999999998 and the covered-row /
+    # uncovered-column entry C[3, 1] = 0.49999999999999994 becomes 0.4999999999999999 (not
+    # itself); leaving such entries alone answers (0, 3), (1, 2), (3, 0), (4, 1) instead.
     cost = np.array([[3.0, 3.0, 0.3, 0.3], [0.3, 1e10, 0.3, 1e10], [0.3, 3.0, 3.0, 0.3],
                      [0.2, 0.7, 0.2, 3.0], [1e10, 0.7, 3.0, 0.2]])
     assert munkres_pairs(cost) == [(1, 2), (2, 0), (3, 1), (4, 3)]
@@ -165,10 +166,10 @@ def test_group_many_persons():
     # Widely spread tags: most candidates start a person, far beyond 30 persons (no cap), and
     # the assignment matrices get wide (30 candidates x hundreds of persons).
     counts = []
-    for case in range(16):
+    for case in range(10):
         seed = 150_000 + case
         rng = np.random.default_rng(seed)
-        spread = [45.0, 200.0, 1000.0][case % 3]
+        spread = [45.0, 200.0, 45.0, 200.0, 1000.0][case % 5]
         loc = rng.integers(0, 64, (17, 30, 2)).astype(np.int64)
         val = -np.sort(-rng.choice(VALS[1:], size=(17, 30)), axis=1)
         tag0 = np.round(rng.uniform(0, spread, (17, 30)) * 4) / 4

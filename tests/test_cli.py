@@ -1,0 +1,77 @@
+"""The CLIs as a user runs them: help, clear one-line errors with exit code 2, nothing half-written."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("command", [["-m", "runtime.run"], ["benchmarks/coco.py"], ["benchmarks/speed.py"]])
+def test_help(command):
+    done = run(*command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "Examples:" in done.stdout
+
+
+def test_run_help_names_every_flag():
+    text = run("-m", "runtime.run", "--help").stdout
+    for flag in ("--arch", "--input-size", "--checkpoint", "--image", "--out", "--scales", "--draw"):
+        assert flag in text
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, *needles: str) -> None:
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_missing_checkpoint(tmp_path):
+    out = tmp_path / "r.json"
+    done = run("-m", "runtime.run", "--checkpoint", str(tmp_path / "nope.pth"), "--out", str(out))
+    assert_one_line_error(done, "nope.pth")
+    assert not out.exists()
+
+
+def test_checkpoint_of_the_other_arch(tmp_path):
+    done = run("-m", "runtime.run", "--arch", "w32", "--checkpoint", "w48_512", "--out", str(tmp_path / "r.json"))
+    assert_one_line_error(done, "w48", "--arch w48")
+
+
+def test_bad_scales(tmp_path):
+    done = run("-m", "runtime.run", "--scales", "2,0.5", "--out", str(tmp_path / "r.json"))
+    assert_one_line_error(done, "scale")
+
+
+def test_missing_image_writes_nothing(tmp_path):
+    out = tmp_path / "r.json"
+    done = run("-m", "runtime.run", "--image", str(tmp_path / "missing.jpg"), "--out", str(out))
+    assert_one_line_error(done, "missing.jpg")
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_unwritable_output(tmp_path):
+    target = tmp_path / "folder"
+    target.mkdir()
+    done = run("-m", "runtime.run", "--out", str(target))
+    assert_one_line_error(done, str(target))
+
+
+def test_readme_commands_are_what_ci_runs():
+    """`.ci/run` installs and tests exactly as README's two commands say."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"## Two commands.*?```bash\n(.*?)```", readme, re.S).group(1)
+    commands = [line for line in block.splitlines() if line and not line.startswith("#")]
+    assert len(commands) == 2
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert commands == [line for line in ci if line in commands] == ci[-2:]
