@@ -32,13 +32,15 @@ The TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), opset
   and traces the DecodeGraph in a few seconds into a graph of plain ONNX ops: BatchNorm folded into
   the convolutions (only the BN after the ConvTranspose stays a BatchNormalization node), dynamic
   H/W carried by Shape/Gather arithmetic, nothing outside the default domain. The torch.export-based
-  exporter (the default since torch 2.9) needs symbolic-shape constraints for "multiple of 64" and
-  emits opset >= 18; it brings nothing this graph needs. torch is pinned (``torch==2.13.0`` in the
-  ``export`` extra), so the exporter cannot disappear under us; if a later torch drops it, the
-  export stops with a clear message.
+  exporter (the default since torch 2.9) was tried on torch 2.13 / onnxscript 0.7.2 with H, W
+  declared as ``64 * Dim``: it raises the opset to 18 (down-conversion to 17 "may not be
+  successful", its own warning) and then fails to translate ``torch.remainder(index, width)`` with a
+  symbolic width (``aten_remainder_scalar``: "int() argument must be ... not 'SymbolicTensor'").
+  torch is pinned (``torch==2.13.0`` in the ``export`` extra), so the TorchScript exporter cannot
+  disappear under us; if a later torch drops it, the export stops with a clear message.
 * Opset 17 sits inside what every target parses: TensorRT 10.0 parses opsets 9–20 and later 10.x
-  releases up to 24 (onnx-tensorrt ``docs/operators.md``), TensorRT 8.5/8.6 (older JetPacks) up
-  to 17, ONNX Runtime all of them.
+  releases up to 24 (onnx-tensorrt ``docs/operators.md`` of each release), TensorRT 8.5 up to 17,
+  ONNX Runtime all of them.
 
 Every op type in the exported graph, against the TensorRT 10 ONNX parser's support matrix
 (onnx/onnx-tensorrt ``docs/operators.md``, the 10.x table):
@@ -49,21 +51,24 @@ Every op type in the exported graph, against the TensorRT 10 ONNX parser's suppo
 * Resize: ``linear`` + ``half_pixel`` (decode, by ``sizes``) and ``nearest`` + ``asymmetric`` +
   ``floor`` (fuse layers, by constant ``scales``) are both listed as supported modes.
 * TopK: supported for FP32; restrictions ``sorted`` must be 1 and K < 3840 — ours is sorted, K = 30
-  (a constant). TensorRT computes the indices in INT32 (the parser casts them for INT64 consumers);
-  an index into ``H·W`` fits INT32 for any input up to 46k × 46k pixels.
+  (a constant initializer). TensorRT's TopK layer yields INT32 indices unless told otherwise
+  (``ITopKLayer::setIndicesType``, TensorRT 10 API); the indices only feed GatherElements and
+  Mod/Div, which take INT32 and INT64 alike, and an index into ``H·W`` fits INT32 for inputs up to
+  46k × 46k pixels.
 * GatherElements: supported with INT32 and INT64 indices.
 * Mod (``fmod=0``) and Div on INT64 (``x = idx % W``, ``y = idx // W``): listed with INT32/INT64
   in 10.x (8.x lacked INT64 Mod).
 * Clip is listed for floating types only, while the tracer turns the integer ``torch.clamp`` of the
   neighbour indices into an INT64 Clip. ``_integer_clip_to_min_max`` rewrites every integer Clip
-  into Max/Min (INT32/INT64 supported), which is also what ONNX Runtime's CUDA EP runs natively.
+  into Max/Min (INT32/INT64 supported).
 * TensorRT accepts UINT8 only as a network input or output: the first op after the uint8 input
   must be the Cast. The tracer writes ``Transpose(uint8) -> Cast`` (plus a Shape of the input);
   ``_cast_uint8_inputs_first`` swaps them into ``Cast -> Transpose`` and lets the Shape read the
   Cast's output: same values, and the Cast is the only reader of uint8 data.
 
-Integer index arithmetic stays INT64 in the file (what ONNX Runtime expects; TensorRT narrows it
-itself), all decode arithmetic is FP32 (SPEC §12).
+Integer index arithmetic stays INT64 in the file (what ONNX Runtime expects; TensorRT 10 runs INT64
+natively for these ops), all decode arithmetic is FP32 (SPEC §12). None of this was checked by a
+TensorRT parse: TensorRT could not be installed where this was written (see ../shared/gpu/README.md).
 
 Exit codes: 0 written and verified, 1 verification failed (nothing written), 2 user error.
 """
@@ -299,29 +304,31 @@ def _cast_uint8_inputs_first(model) -> int:
     from onnx import TensorProto
 
     uint8_inputs = {v.name for v in model.graph.input if v.type.tensor_type.elem_type == TensorProto.UINT8}
-    consumers: dict[str, list] = {}
-    for node in model.graph.node:
+    nodes = list(model.graph.node)
+    consumers: dict[str, list[int]] = {}
+    for position, node in enumerate(nodes):
         for name in node.input:
-            consumers.setdefault(name, []).append(node)
+            consumers.setdefault(name, []).append(position)
+    order = list(range(len(nodes)))
     swapped = 0
-    for node in list(model.graph.node):
+    for position, node in enumerate(nodes):
         if node.op_type != "Transpose" or node.input[0] not in uint8_inputs:
             continue
         users = consumers.get(node.output[0], [])
-        if len(users) != 1 or users[0].op_type != "Cast":
+        if len(users) != 1 or nodes[users[0]].op_type != "Cast":
             continue
-        cast = users[0]
+        cast = nodes[users[0]]
         source, middle, result = node.input[0], node.output[0], cast.output[0]
         # Cast reads the input and writes the middle value; Transpose reads it and writes the result.
         cast.input[0], cast.output[0] = source, middle
         node.input[0], node.output[0] = middle, result
-        # Keep the nodes topologically sorted: the Cast must now come before the Transpose.
-        nodes = list(model.graph.node)
-        nodes.remove(cast)
-        nodes.insert(nodes.index(node), cast)
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
+        # Keep the nodes topologically sorted: the Cast now runs right before the Transpose.
+        order.remove(users[0])
+        order.insert(order.index(position), users[0])
         swapped += 1
+    reordered = [nodes[i] for i in order]
+    del model.graph.node[:]
+    model.graph.node.extend(reordered)
     # Shape ops may read the Cast's output instead (same shape), so only the Cast touches uint8 data.
     # (The graph's node list was rebuilt above: look the nodes up afresh.)
     casts = {node.input[0]: node.output[0] for node in model.graph.node

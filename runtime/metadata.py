@@ -58,6 +58,9 @@ class ModelMetadata:
     toolkit_version: str = TOOLKIT_VERSION
     mean: tuple[float, ...] = MEAN
     std: tuple[float, ...] = STD
+    # Longest side of the scale-1 network input the file is meant for (a TensorRT profile's maximum;
+    # for other files a memory guard: 4096 px holds an 8:1 panorama at input size 512).
+    max_input_side: int = 4096
 
     @property
     def input_names(self) -> list[str]:

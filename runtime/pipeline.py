@@ -47,9 +47,10 @@ class PoseEstimator:
     def prepare(self, image: np.ndarray) -> Prepared:
         return prepare(image, self.metadata.input_size, self.metadata.decode)
 
-    def run_graph(self, prepared: Prepared) -> dict[str, np.ndarray]:
-        """The backend's outputs for one prepared image (batch 1)."""
-        feed = {name: array[None] for name, array in zip(self.metadata.input_names, prepared.inputs)}
+    def run_graph(self, prepared: Prepared | list[Prepared]) -> dict[str, np.ndarray]:
+        """The backend's outputs for prepared images of equal input sizes, batched (one image: batch 1)."""
+        batch = prepared if isinstance(prepared, list) else [prepared]
+        feed = {name: np.stack([p.inputs[i] for p in batch]) for i, name in enumerate(self.metadata.input_names)}
         return self.backend.run(feed)
 
     def group(self, outputs: dict[str, np.ndarray], index: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -60,15 +61,29 @@ class PoseEstimator:
 
     def __call__(self, image: np.ndarray) -> list[Person]:
         """People in one RGB uint8 image, in the reference's order."""
+        return self.batch([image])[0]
+
+    def batch(self, images: list[np.ndarray]) -> list[list[Person]]:
+        """People in several images; images whose network inputs have equal sizes share one graph run."""
         start = time.perf_counter()
-        prepared = self.prepare(image)
+        prepared = [self.prepare(image) for image in images]
         warped = time.perf_counter()
-        outputs = self.run_graph(prepared)
-        ran = time.perf_counter()
-        persons, scores = self.group(outputs)
-        done = time.perf_counter()
-        self.times.add(StageTimes(warped - start, ran - warped, done - ran, 1))
-        return people_in_image(persons, scores, prepared.base_geometry)
+        by_shape: dict[tuple, list[int]] = {}
+        for index, item in enumerate(prepared):
+            by_shape.setdefault(tuple(a.shape for a in item.inputs), []).append(index)
+        people: list[list[Person]] = [[] for _ in images]
+        graph = group = 0.0
+        for indices in by_shape.values():
+            began = time.perf_counter()
+            outputs = self.run_graph([prepared[i] for i in indices])
+            ran = time.perf_counter()
+            for position, index in enumerate(indices):
+                persons, scores = self.group(outputs, position)
+                people[index] = people_in_image(persons, scores, prepared[index].base_geometry)
+            graph += ran - began
+            group += time.perf_counter() - ran
+        self.times.add(StageTimes(warped - start, graph, group, len(images)))
+        return people
 
     def estimate_file(self, path: str | Path) -> list[Person]:
         start = time.perf_counter()

@@ -106,13 +106,20 @@ def read_image(path: str | Path) -> np.ndarray:
     if data.size == 0:
         raise UserError(f"{path}: file is empty; give a JPEG or PNG image")
     unreadable = f"{path}: not a readable image (corrupt or unsupported format); give a JPEG or PNG image"
-    # A 1/8-size decode is cheap for JPEG and tells the size before a huge buffer is allocated.
-    preview = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    try:
+        # A 1/8-size decode is cheap for JPEG and tells the size before a huge buffer is allocated.
+        # (OpenCV cannot shrink images under 8 px; those decode in full below.)
+        preview = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    except cv2.error:
+        preview = np.zeros((1, 1), np.uint8)
     if preview is None:
         raise UserError(unreadable)
     if max(preview.shape) > MAX_IMAGE_SIDE // 8:
         raise UserError(f"{path}: image is larger than {MAX_IMAGE_SIDE} px on a side; downscale it first")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:
+        image = None
     if image is None:
         raise UserError(unreadable)
     if min(image.shape[:2]) < MIN_IMAGE_SIDE:

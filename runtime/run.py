@@ -1,17 +1,24 @@
 """python -m runtime.run — people with 17 keypoints from images, as COCO results json and pictures.
 
+The model is an exported file (--engine w32.onnx: everything it needs is read from the file) or the
+PyTorch reference built from --arch/--input-size/--checkpoint/--scales.
+
 Examples:
-  python -m runtime.run                                   # bundled samples, synthetic weights
-  python -m runtime.run --checkpoint w32_512 --image a.jpg b.jpg --out people.json --draw pictures/
-  python -m runtime.run --arch w48 --checkpoint ckpt.pth --image a.jpg --scales 2,1,0.5
+  python -m runtime.run                                   # bundled samples, synthetic weights, PyTorch
+  python -m runtime.run --engine w32.onnx --image-dir photos/ --out people.json --draw pictures/
+  python -m runtime.run --checkpoint w32_512 --image a.jpg b.jpg --out people.json
+  python -m runtime.run --engine w32.onnx --video clip.mp4 --out clip.json --device cuda
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
+
+import numpy as np
 
 from runtime.errors import UserError
 from runtime.metadata import ARCHS, INPUT_SIZES
@@ -36,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m runtime.run", description=__doc__.split("\n\n")[0].split(" — ", 1)[1],
         epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    model = parser.add_argument_group("model (the PyTorch reference)")
+    engine = parser.add_argument_group("model file")
+    engine.add_argument("--engine", type=Path, metavar="FILE",
+                        help="an exported model (.onnx from python -m export.onnx); replaces the PyTorch flags below")
+    engine.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where an --engine runs: cpu, or cuda (needs onnxruntime-gpu) (default: cpu)")
+    model = parser.add_argument_group("PyTorch reference (when no --engine is given)")
     model.add_argument("--arch", choices=ARCHS, default="w32", help="network width (default: w32)")
     model.add_argument("--input-size", type=int, choices=INPUT_SIZES, default=512,
                        help="short side of the network input, as the checkpoint was trained (default: 512)")
@@ -47,11 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--scales", type=parse_scales, default=(1.0,),
                        help="test scales, must include 1, e.g. 2,1,0.5 for multi-scale (default: 1)")
     io = parser.add_argument_group("images and results")
-    io.add_argument("--image", nargs="+", type=Path, metavar="IMAGE",
-                    help="image files, in the order results are written (default: the bundled samples)")
+    sources = io.add_mutually_exclusive_group()
+    sources.add_argument("--image", nargs="+", type=Path, metavar="IMAGE",
+                         help="image files, in the order results are written (default: the bundled samples)")
+    sources.add_argument("--image-dir", type=Path, metavar="DIR",
+                         help="every .jpg/.jpeg/.png/.bmp/.webp file in DIR, sorted by name")
+    sources.add_argument("--video", type=Path, metavar="PATH",
+                         help="every frame of a video file (image_id = frame number, from 0)")
     io.add_argument("--out", type=Path, default=Path("results.json"),
                     help="COCO keypoint results json, one entry per person (default: results.json)")
-    io.add_argument("--draw", type=Path, metavar="DIR", help="write a skeleton picture per image into DIR")
+    io.add_argument("--draw", type=Path, metavar="DIR", help="write a skeleton picture per image (or frame) into DIR")
+    io.add_argument("--batch", type=int, default=4, metavar="N",
+                    help="images per graph run when their input sizes are equal (default: 4)")
     return parser
 
 
@@ -65,54 +84,126 @@ def check_scales(scales: tuple[float, ...]) -> tuple[float, ...]:
 
 
 def open_estimator(args: argparse.Namespace):
-    from runtime.backends import open_torch
+    from runtime.backends import open_backend, open_torch
     from runtime.pipeline import PoseEstimator
 
+    if args.engine:
+        return PoseEstimator(open_backend(args.engine, device=args.device))
+    if args.device != "cpu":
+        raise UserError("--device cuda needs an exported model: pass --engine FILE.onnx (the PyTorch reference runs on the CPU)")
     return PoseEstimator(open_torch(args.arch, args.checkpoint, args.input_size, check_scales(args.scales)))
 
 
 def describe(estimator) -> str:
     meta = estimator.metadata
     text = (f"model: {estimator.backend.name}, HigherHRNet-{meta.arch.upper()} input {meta.input_size}, "
-            f"scales {list(meta.decode.scales)}, weights {meta.checkpoint}")
+            f"scales {list(meta.decode.scales)}, {meta.precision}, weights {meta.checkpoint}")
     if meta.checkpoint.startswith("synthetic:"):
         text += ("\nnote: synthetic weights — deterministic random numbers, not a trained model; the people found "
                  "are meaningless as poses. Pass --checkpoint w32_512 (or a .pth file) for real results.")
     return text
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def image_sources(args: argparse.Namespace) -> tuple[int, Iterator[tuple[str, int, Callable[[], np.ndarray]]]]:
+    """How many inputs there are, and ``(name, image_id, load)`` for each, in results order."""
+    from runtime.preprocess import read_image
+    from runtime.results import image_id
+
+    if args.video:
+        return video_frames(args.video)
+    if args.image_dir:
+        if not args.image_dir.is_dir():
+            raise UserError(f"{args.image_dir}: not a folder; pass --image-dir DIR with images in it")
+        paths = sorted(p for p in args.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise UserError(f"{args.image_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    else:
+        paths = args.image or bundled_samples()
+        if not args.image:
+            print(f"no --image given: using the {len(paths)} bundled COCO val2017 samples")
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing:
+            raise UserError(f"{missing[0]}: no such image file"
+                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "") + "; check the path")
+    return len(paths), ((Path(p).name, image_id(p, i), lambda p=p: read_image(p)) for i, p in enumerate(paths))
+
+
+def video_frames(path: Path) -> tuple[int, Iterator[tuple[str, int, Callable[[], np.ndarray]]]]:
+    import cv2
+
+    if not path.is_file():
+        raise UserError(f"{path}: no such video file; check the path")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise UserError(f"{path}: OpenCV cannot open this video; convert it to H.264 MP4")
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+
+    def frames():
+        index = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            yield f"{path.stem}_{index:06d}", index, lambda rgb=rgb: rgb
+            index += 1
+        capture.release()
+        if index == 0:
+            raise UserError(f"{path}: no frame could be decoded; convert it to H.264 MP4")
+
+    return count, frames()
+
+
+def chunks(items: Iterator, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from runtime.draw import write_picture
-    from runtime.preprocess import read_image
-    from runtime.results import check_writable, coco_results, image_id, write_json
+    from runtime.results import check_writable, coco_results, write_json
 
-    images = args.image
-    if not images:
-        images = bundled_samples()
-        print(f"no --image given: using the {len(images)} bundled COCO val2017 samples")
+    if args.batch < 1:
+        raise UserError(f"--batch {args.batch}: give at least 1")
+    count, sources = image_sources(args)
     check_writable(args.out)
     estimator = open_estimator(args)
     print(describe(estimator))
 
     results: list[dict] = []
     start = time.perf_counter()
-    progress = tqdm(images, unit="img", disable=len(images) < 8 or not sys.stderr.isatty())
-    for position, path in enumerate(progress):
-        began = time.perf_counter()
-        image = read_image(path)
-        people = estimator(image)
-        results.extend(coco_results(image_id(path, position), people))
-        if args.draw:
-            write_picture(args.draw / f"{Path(path).stem}.jpg", image, people)
-        height, width = image.shape[:2]
-        progress.write(f"{Path(path).name}: {len(people)} people ({width}x{height}, "
-                       f"{time.perf_counter() - began:.2f} s)")
+    with tqdm(total=count or None, unit="img", disable=count < 8 or not sys.stderr.isatty()) as progress:
+        for chunk in chunks(sources, args.batch):
+            began = time.perf_counter()
+            images = [load() for _, _, load in chunk]
+            try:
+                people = estimator.batch(images)
+            except UserError as error:
+                raise UserError(f"{', '.join(name for name, _, _ in chunk)}: {error}") from None
+            each = (time.perf_counter() - began) / len(chunk)
+            for (name, number, _), image, found in zip(chunk, images, people):
+                results.extend(coco_results(number, found))
+                if args.draw:
+                    write_picture(args.draw / f"{Path(name).stem}.jpg", image, found)
+                height, width = image.shape[:2]
+                progress.write(f"{name}: {len(found)} people ({width}x{height}, {each:.2f} s)")
+                progress.update()
     write_json(args.out, results)
     elapsed = time.perf_counter() - start
-    print(f"wrote {len(results)} people from {len(images)} images to {args.out} ({elapsed:.1f} s)"
-          + (f"; pictures in {args.draw}" if args.draw else ""))
+    images_done = estimator.times.images
+    print(f"wrote {len(results)} people from {images_done} images to {args.out} ({elapsed:.1f} s, "
+          f"{images_done / elapsed:.2f} images/s)" + (f"; pictures in {args.draw}" if args.draw else ""))
     return 0
 
 

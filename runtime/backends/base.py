@@ -48,7 +48,7 @@ class Backend:
         if sorted(feed) != sorted(expected):
             raise UserError(f"{self.name}: inputs {sorted(feed)} given, the model takes {expected}")
         batch = None
-        for spec in self.inputs:
+        for spec, scale in zip(self.inputs, self.metadata.decode.scales):
             array = feed[spec.name]
             if array.dtype != np.dtype(spec.dtype) or array.ndim != len(spec.shape) or array.shape[-1] != 3:
                 raise UserError(f"{self.name}: input {spec.name!r} must be {spec.dtype} [N, H, W, 3], "
@@ -57,6 +57,10 @@ class Backend:
             if height % self.stride or width % self.stride:
                 raise UserError(f"{self.name}: input {spec.name!r} is {width}x{height}; sides must be multiples "
                                 f"of {self.stride} (use runtime.preprocess.prepare)")
+            limit = int(self.metadata.max_input_side * scale)
+            if max(height, width) > limit:
+                raise UserError(f"{self.name}: input {width}x{height} is beyond the {limit} px side this model "
+                                f"supports; crop the image or resize it to a less extreme aspect ratio")
             if batch is not None and array.shape[0] != batch:
                 raise UserError(f"{self.name}: every scale's input must have the same batch size")
             batch = array.shape[0]

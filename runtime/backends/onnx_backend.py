@@ -60,11 +60,11 @@ class OnnxBackend(Backend):
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime reports unreadable files with several exception types
             text = " ".join(str(exc).split())[:200]
-            raise UserError(f"{self.path}: not a readable ONNX model ({text}); the file is truncated or corrupt: "
-                            f"{REEXPORT}") from None
+            raise UserError(f"{self.path}: not a readable ONNX model for onnxruntime ({text}); if it is an "
+                            f"hrnet-deploy export, the file is truncated or corrupt: {REEXPORT}") from None
         if self.device == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
-            raise UserError(f"{self.path}: onnxruntime-gpu could not start CUDA (its CUDA 13 / cuDNN 9 libraries "
-                            f"were not found); install them, or use device cpu")
+            raise UserError(f"{self.path}: onnxruntime-gpu could not start its CUDA execution provider (the CUDA "
+                            f"and cuDNN libraries it was built for were not found); install them, or use device cpu")
         self.metadata = self._read_metadata()
         self.inputs, self.outputs = io_specs(self.metadata)
         self.stride = self._input_multiple()
