@@ -1,6 +1,12 @@
 """python benchmarks/speed.py — timings with a stage breakdown, as ratios measured in one run.
 
-Host post-processing (grouping + adjust + score + refine, from the same top-k candidates and maps):
+End to end (--section e2e), each backend in its own process (so peak RSS is its own), on the same
+images: read + warp, graph, grouping + refine, total, images/s, peak RSS, for
+  onnx          ONNX Runtime running the exported DecodeGraph + our grouping/refine (numba)
+  torch         the PyTorch DecodeGraph + our grouping/refine
+  mmpose-style  the PyTorch DecodeGraph + the reference's host decode (NumPy + munkres)
+
+Host post-processing (--section host) (grouping + adjust + score + refine, from the same top-k candidates and maps):
 ours (numba, runtime.grouping) vs a literal mmpose-style NumPy + munkres implementation
 (benchmarks/baseline.py). Two kinds of maps:
   rendered  network outputs rendered from COCO ground truth (realistic scenes; the mini set's
@@ -10,12 +16,17 @@ ours (numba, runtime.grouping) vs a literal mmpose-style NumPy + munkres impleme
 
 Examples:
   python benchmarks/speed.py
-  python benchmarks/speed.py --images 8 --repeat 5
+  python benchmarks/speed.py --section e2e --engine w32.onnx --images 6
+  python benchmarks/speed.py --section host --images 8 --repeat 5
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -122,26 +133,108 @@ def print_rows(title: str, rows: list[dict]) -> None:
           f"**{total_ref / total_ours:.0f}x** | |")
 
 
+BACKENDS = ("onnx", "torch", "mmpose-style")
+
+
+def end_to_end_worker(kind: str, engine: Path | None, count: int) -> dict:
+    """Run one backend over the bundled samples; stage seconds per image, images/s, peak RSS."""
+    from runtime.backends import open_backend, open_torch
+    from runtime.pipeline import PoseEstimator
+    from runtime.preprocess import read_image
+    from runtime.run import bundled_samples
+
+    backend = open_backend(engine) if kind == "onnx" else open_torch("w32", "synthetic:0", 512)
+    estimator = PoseEstimator(backend)
+    decode = ours if kind != "mmpose-style" else mmpose_style
+    paths = bundled_samples()[:count]
+    stages = {"read_warp": 0.0, "graph": 0.0, "group_refine": 0.0}
+    people = 0
+    for position, path in enumerate([paths[0], *paths]):  # the first pass warms up (numba, allocators)
+        start = time.perf_counter()
+        prepared = estimator.prepare(read_image(path))
+        warped = time.perf_counter()
+        outputs = estimator.run_graph(prepared)
+        ran = time.perf_counter()
+        persons, _ = decode(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0])
+        done = time.perf_counter()
+        if position:
+            stages["read_warp"] += warped - start
+            stages["graph"] += ran - warped
+            stages["group_refine"] += done - ran
+            people += len(persons)
+    per_image = {name: value / len(paths) for name, value in stages.items()}
+    per_image["total"] = sum(per_image.values())
+    return {"backend": kind, "images": len(paths), "people": people, "seconds": per_image,
+            "images_per_s": 1.0 / per_image["total"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def ensure_engine(engine: Path | None) -> Path:
+    """The ONNX file to time: the one given, or a W32 synthetic export made once under out/bench/."""
+    if engine:
+        return engine
+    path = Path(__file__).resolve().parents[1] / "out" / "bench" / "w32.onnx"
+    if not path.exists():
+        print(f"exporting {path} (w32, synthetic:0) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "export.onnx", "--arch", "w32", "-o", str(path)], check=True,
+                       cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+    return path
+
+
+def end_to_end(engine: Path | None, count: int) -> list[dict]:
+    engine = ensure_engine(engine)
+    rows = []
+    for kind in BACKENDS:
+        done = subprocess.run([sys.executable, __file__, "--worker", kind, "--engine", str(engine),
+                               "--images", str(count)], capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def print_end_to_end(rows: list[dict]) -> None:
+    print(f"\n### End to end, HigherHRNet-W32 input 512, synthetic weights, {rows[0]['images']} bundled samples, "
+          f"{os.cpu_count()} CPU cores\n")
+    print("| backend | read + warp ms | graph ms | grouping + refine ms | total ms | images/s | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        s = r["seconds"]
+        print(f"| {r['backend']} | {s['read_warp'] * 1e3:.0f} | {s['graph'] * 1e3:.0f} | {s['group_refine'] * 1e3:.0f} | "
+              f"{s['total'] * 1e3:.0f} | {r['images_per_s']:.2f} | {r['peak_rss_mb']:.0f} |")
+    by = {r["backend"]: r["seconds"] for r in rows}
+    print("\nratios (same run):")
+    for stage in ("graph", "group_refine", "total"):
+        print(f"  {stage}: torch / onnx = {by['torch'][stage] / by['onnx'][stage]:.2f}x, "
+              f"mmpose-style / onnx = {by['mmpose-style'][stage] / by['onnx'][stage]:.2f}x")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/speed.py", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=6, help="images per kind of maps (default: 6)")
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs of ours per image, median (default: 5)")
+    parser.add_argument("--section", choices=("e2e", "host", "all"), default="all",
+                        help="end to end per backend, host post-processing, or both (default: all)")
+    parser.add_argument("--engine", type=Path, help="ONNX file for the onnx backend (default: export w32 once)")
+    parser.add_argument("--images", type=int, default=6, help="images per measurement (default: 6)")
+    parser.add_argument("--repeat", type=int, default=5, help="host section: timed runs of ours per image (default: 5)")
     parser.add_argument("--baseline-repeat", type=int, default=1,
-                        help="timed runs of the mmpose-style baseline per image (default: 1; it is slow)")
+                        help="host section: timed runs of the mmpose-style baseline (default: 1; it is slow)")
     parser.add_argument("--maps", choices=("rendered", "network", "both"), default="both",
-                        help="which maps to time (default: both)")
+                        help="host section: which maps to time (default: both)")
+    parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    import os
-
-    print(f"host post-processing per image (grouping + adjust + score + refine), {os.cpu_count()} CPU cores")
-    if args.maps in ("rendered", "both"):
-        print_rows("GT-rendered maps (realistic scenes)",
-                   host_postprocessing(rendered_maps(args.images), args.repeat, args.baseline_repeat))
-    if args.maps in ("network", "both"):
-        print_rows("synthetic-weights network maps (crowds of incomplete people)",
-                   host_postprocessing(network_maps(args.images), args.repeat, args.baseline_repeat))
+    if args.worker:
+        print(json.dumps(end_to_end_worker(args.worker, args.engine, args.images)))
+        return 0
+    if args.section in ("e2e", "all"):
+        print_end_to_end(end_to_end(args.engine, args.images))
+    if args.section in ("host", "all"):
+        print(f"\nhost post-processing per image (grouping + adjust + score + refine), {os.cpu_count()} CPU cores")
+        if args.maps in ("rendered", "both"):
+            print_rows("GT-rendered maps (realistic scenes)",
+                       host_postprocessing(rendered_maps(args.images), args.repeat, args.baseline_repeat))
+        if args.maps in ("network", "both"):
+            print_rows("synthetic-weights network maps (crowds of incomplete people)",
+                       host_postprocessing(network_maps(args.images), args.repeat, args.baseline_repeat))
     return 0
 
 

@@ -294,8 +294,8 @@ def _read(path: Path) -> Any:
 
 def _unpickling_message(path: Path, exc: Exception) -> str:
     text = str(exc)
-    resave = (f"if you trust its source, re-save only its tensors once with "
-              f"torch.save(torch.load(PATH, weights_only=False)['state_dict'], NEW_PATH) and load NEW_PATH")
+    resave = ("if you trust its source, re-save only its tensors once with "
+              "torch.save(torch.load(PATH, weights_only=False)['state_dict'], NEW_PATH) and load NEW_PATH")
     found = re.search(r"GLOBAL\s+([\w.]+)", text)
     if found:
         return (f"checkpoint {path} is not a plain weights file: it names the Python object {found.group(1)}, "

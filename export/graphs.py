@@ -30,7 +30,8 @@ class Normalize(nn.Module):
         self.register_buffer("std", torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        # Cast first: the uint8 input is then read by one Cast only (TensorRT takes uint8 at I/O only).
+        x = image.to(torch.float32).permute(0, 3, 1, 2) / 255.0
         # Contiguous NCHW: a channels-last view would send the network down other (equally valid,
         # not bit-identical) convolution kernels than the reference's.
         return ((x - self.mean) / self.std).contiguous()
@@ -97,10 +98,11 @@ class Decode(nn.Module):
 
         flat = heatmap.reshape(n, joints, -1)
         row = y * width
-        right = _gather(flat, row + torch.clamp(x + 1, max=width - 1))
-        left = _gather(flat, row + torch.clamp(x - 1, min=0))
-        down = _gather(flat, torch.clamp(y + 1, max=height - 1) * width + x)
-        up = _gather(flat, torch.clamp(y - 1, min=0) * width + x)
+        # Neighbours clamped to the map by comparisons (an integer Clip is float-only in TensorRT).
+        right = _gather(flat, row + x + torch.lt(x, width - 1).to(x.dtype))
+        left = _gather(flat, row + x - torch.gt(x, 0).to(x.dtype))
+        down = _gather(flat, (y + torch.lt(y, height - 1).to(y.dtype)) * width + x)
+        up = _gather(flat, (y - torch.gt(y, 0).to(y.dtype)) * width + x)
         quarter = torch.tensor(0.25, dtype=heatmap.dtype)
         x_adjusted = x.to(heatmap.dtype) + torch.where(right > left, quarter, -quarter) + 0.5
         y_adjusted = y.to(heatmap.dtype) + torch.where(down > up, quarter, -quarter) + 0.5
@@ -125,11 +127,8 @@ class DecodeGraph(nn.Module):
         self.network = network
         self.decode = Decode(self.config)
 
-    def raw_outputs(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.normalize(image)
-        return self.network(torch.cat([x, torch.flip(x, dims=[3])], dim=0))
-
     def forward(self, *images: torch.Tensor):
-        outputs = [self.raw_outputs(image) for image in images]
-        base = images[self.config.base]
-        return self.decode(outputs, base.shape[1], base.shape[2])
+        inputs = [self.normalize(image) for image in images]
+        outputs = [self.network(torch.cat([x, torch.flip(x, dims=[3])], dim=0)) for x in inputs]
+        base = inputs[self.config.base]
+        return self.decode(outputs, base.shape[2], base.shape[3])

@@ -58,13 +58,11 @@ Every op type in the exported graph, against the TensorRT 10 ONNX parser's suppo
 * GatherElements: supported with INT32 and INT64 indices.
 * Mod (``fmod=0``) and Div on INT64 (``x = idx % W``, ``y = idx // W``): listed with INT32/INT64
   in 10.x (8.x lacked INT64 Mod).
-* Clip is listed for floating types only, while the tracer turns the integer ``torch.clamp`` of the
-  neighbour indices into an INT64 Clip. ``_integer_clip_to_min_max`` rewrites every integer Clip
-  into Max/Min (INT32/INT64 supported).
-* TensorRT accepts UINT8 only as a network input or output: the first op after the uint8 input
-  must be the Cast. The tracer writes ``Transpose(uint8) -> Cast`` (plus a Shape of the input);
-  ``_cast_uint8_inputs_first`` swaps them into ``Cast -> Transpose`` and lets the Shape read the
-  Cast's output: same values, and the Cast is the only reader of uint8 data.
+* Clip is listed for floating types only: the graph clamps its integer neighbour indices with
+  comparisons (Less/Greater, Cast, Add/Sub) instead, so no integer Clip is traced.
+* TensorRT accepts UINT8 only as a network input or output: the graph casts the uint8 input to
+  float before anything else reads it (shapes are taken from the float tensor), so a Cast is the
+  input's only reader.
 
 Integer index arithmetic stays INT64 in the file (what ONNX Runtime expects; TensorRT 10 runs INT64
 natively for these ops), all decode arithmetic is FP32 (SPEC §12). None of this was checked by a
@@ -212,8 +210,6 @@ def export_model(built: Built, opset: int = OPSET):
                 raise UserError(f"this torch ({torch.__version__}) cannot run the TorchScript ONNX exporter "
                                 f"({exc}); install the pinned version: pip install 'hrnet-deploy[export]'") from None
         model = onnx.load(str(raw))
-    _cast_uint8_inputs_first(model)
-    _integer_clip_to_min_max(model)
     _fix_output_shapes(model, metadata)
     props = dict(metadata.to_props())
     props.update(export_props(built, opset))
@@ -245,98 +241,6 @@ def set_metadata(model, props: dict[str, str]) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # Graph passes for TensorRT (see the module docstring)
-
-
-def _tensor_types(model) -> dict[str, int]:
-    """Element type of every named value, from ONNX shape inference."""
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model)
-    graph = inferred.graph
-    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
-    types.update({t.name: t.data_type for t in graph.initializer})
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attribute in node.attribute:
-                if attribute.name == "value":
-                    types[node.output[0]] = attribute.t.data_type
-    return types
-
-
-def _integer_clip_to_min_max(model) -> int:
-    """Rewrite ``Clip`` on integer tensors as ``Max``/``Min`` (TensorRT's Clip is float-only)."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    integer = {TensorProto.INT32, TensorProto.INT64}
-    types = _tensor_types(model)
-    nodes = []
-    rewritten = 0
-    for node in model.graph.node:
-        if node.op_type != "Clip" or types.get(node.input[0]) not in integer:
-            nodes.append(node)
-            continue
-        value = node.input[0]
-        low = node.input[1] if len(node.input) > 1 else ""
-        high = node.input[2] if len(node.input) > 2 else ""
-        if low and high:
-            lowered = f"{node.output[0]}__max"
-            nodes.append(helper.make_node("Max", [value, low], [lowered], name=f"{node.name}__max"))
-            nodes.append(helper.make_node("Min", [lowered, high], list(node.output), name=f"{node.name}__min"))
-        elif low:
-            nodes.append(helper.make_node("Max", [value, low], list(node.output), name=f"{node.name}__max"))
-        elif high:
-            nodes.append(helper.make_node("Min", [value, high], list(node.output), name=f"{node.name}__min"))
-        else:
-            nodes.append(helper.make_node("Identity", [value], list(node.output), name=node.name))
-        rewritten += 1
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    onnx.checker.check_model(model)
-    return rewritten
-
-
-def _cast_uint8_inputs_first(model) -> int:
-    """``input(uint8) -> Transpose -> Cast(float)`` becomes ``input -> Cast -> Transpose`` (same values).
-
-    Shape ops on a uint8 input are moved onto the Cast's output, so the Cast is the input's only reader.
-    """
-    from onnx import TensorProto
-
-    uint8_inputs = {v.name for v in model.graph.input if v.type.tensor_type.elem_type == TensorProto.UINT8}
-    nodes = list(model.graph.node)
-    consumers: dict[str, list[int]] = {}
-    for position, node in enumerate(nodes):
-        for name in node.input:
-            consumers.setdefault(name, []).append(position)
-    order = list(range(len(nodes)))
-    swapped = 0
-    for position, node in enumerate(nodes):
-        if node.op_type != "Transpose" or node.input[0] not in uint8_inputs:
-            continue
-        users = consumers.get(node.output[0], [])
-        if len(users) != 1 or nodes[users[0]].op_type != "Cast":
-            continue
-        cast = nodes[users[0]]
-        source, middle, result = node.input[0], node.output[0], cast.output[0]
-        # Cast reads the input and writes the middle value; Transpose reads it and writes the result.
-        cast.input[0], cast.output[0] = source, middle
-        node.input[0], node.output[0] = middle, result
-        # Keep the nodes topologically sorted: the Cast now runs right before the Transpose.
-        order.remove(users[0])
-        order.insert(order.index(position), users[0])
-        swapped += 1
-    reordered = [nodes[i] for i in order]
-    del model.graph.node[:]
-    model.graph.node.extend(reordered)
-    # Shape ops may read the Cast's output instead (same shape), so only the Cast touches uint8 data.
-    # (The graph's node list was rebuilt above: look the nodes up afresh.)
-    casts = {node.input[0]: node.output[0] for node in model.graph.node
-             if node.op_type == "Cast" and node.input[0] in uint8_inputs}
-    for node in model.graph.node:
-        if node.op_type == "Shape" and node.input[0] in casts:
-            node.input[0] = casts[node.input[0]]
-    return swapped
 
 
 def _fix_output_shapes(model, metadata: ModelMetadata) -> None:
@@ -575,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a .pth file, a zoo name (w32_512, w32_640, w48_512), or synthetic:SEED "
                              f"(default: {SYNTHETIC_DEFAULT}: deterministic random weights, NOT a trained model)")
     parser.add_argument("--opset", type=int, default=OPSET,
-                        help=f"ONNX opset (default: {OPSET}; TensorRT 10 parses 9-20 and more, TensorRT 8.5 up to 17)")
+                        help=f"ONNX opset, 13-20 (default: {OPSET}, which TensorRT 8.5+, TensorRT 10 and ONNX Runtime "
+                             f"all parse)")
     parser.add_argument("--scales", type=parse_scales, default=(1.0,),
                         help="test scales baked into the graph, must include 1; one input per scale, "
                              "e.g. 2,1,0.5 (default: 1)")
