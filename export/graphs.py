@@ -8,6 +8,11 @@ network outputs.
 
 Written for export from the start: no Python control flow on tensor values, H and W dynamic (taken
 from tensor shapes), integer index arithmetic only. Everything after the network stays float32.
+
+Precision: ``DecodeGraph(..., precision="fp16")`` runs a half-precision network between two explicit
+casts — normalize in float32, cast to float16, network, cast both outputs back to float32, decode in
+float32 (SPEC §12) — so the exported graph is strongly typed, as TensorRT's strongly typed networks
+require. The float32 path has no casts at all and is unchanged.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from runtime.metadata import MEAN, NUM_JOINTS, STD, DecodeConfig
 
 # Candidate columns, in this order, in the ``candidates`` output.
 CANDIDATE_FIELDS = ("x", "y", "val", "tag0", "tag1")
+# Precisions the network can run in inside the graph (the decode is float32 in every case).
+NETWORK_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
 class Normalize(nn.Module):
@@ -118,17 +125,29 @@ class DecodeGraph(nn.Module):
 
     One uint8 ``[N, H_s, W_s, 3]`` input per scale, largest first (sizes from
     ``runtime.preprocess.multi_scale_geometry``); the scale-1 input sets the base size.
+
+    ``precision`` is the network's: ``"fp32"``, or ``"fp16"`` for a network whose parameters the
+    caller has already converted to half (``network.half()``); the casts around it are added here.
     """
 
-    def __init__(self, network: nn.Module, config: DecodeConfig | None = None) -> None:
+    def __init__(self, network: nn.Module, config: DecodeConfig | None = None, precision: str = "fp32") -> None:
         super().__init__()
+        if precision not in NETWORK_DTYPES:
+            raise ValueError(f"precision {precision!r}: choose one of {', '.join(NETWORK_DTYPES)}")
         self.config = config or DecodeConfig()
+        self.precision = precision
         self.normalize = Normalize()
         self.network = network
         self.decode = Decode(self.config)
 
+    def _run_network(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.precision == "fp32":
+            return self.network(x)
+        y0, y1 = self.network(x.to(NETWORK_DTYPES[self.precision]))
+        return y0.to(torch.float32), y1.to(torch.float32)
+
     def forward(self, *images: torch.Tensor):
         inputs = [self.normalize(image) for image in images]
-        outputs = [self.network(torch.cat([x, torch.flip(x, dims=[3])], dim=0)) for x in inputs]
+        outputs = [self._run_network(torch.cat([x, torch.flip(x, dims=[3])], dim=0)) for x in inputs]
         base = inputs[self.config.base]
         return self.decode(outputs, base.shape[2], base.shape[3])
