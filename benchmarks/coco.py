@@ -131,39 +131,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from runtime.results import coco_results, write_json
 
-    args = build_parser().parse_args(argv)
-    try:
-        coco = CocoSet.open(args.coco_root, args.ann)
-        images = coco.images[: args.limit] if args.limit else coco.images
-        if args.rendered:
-            annotations = coco.annotations()
-            people_of = lambda im: rendered_people(im, annotations.get(im.id, []), args.input_size)  # noqa: E731
-        else:
-            from runtime.backends import open_torch
-            from runtime.pipeline import PoseEstimator
+    coco = CocoSet.open(args.coco_root, args.ann)
+    images = coco.images[: args.limit] if args.limit else coco.images
+    if args.rendered:
+        annotations = coco.annotations()
+        people_of = lambda im: rendered_people(im, annotations.get(im.id, []), args.input_size)  # noqa: E731
+    else:
+        from runtime.backends import open_torch
+        from runtime.cli import check_scales, parse_scales
+        from runtime.pipeline import PoseEstimator
 
-            from runtime.run import check_scales, parse_scales
-
-            scales = check_scales(parse_scales(args.scales))
-            estimator = PoseEstimator(open_torch(args.arch, args.checkpoint, args.input_size, scales))
-            people_of = lambda im: estimator.estimate_file(im.path)  # noqa: E731
-        results: list[dict] = []
-        for image in tqdm(images, unit="img", disable=not sys.stderr.isatty()):
-            results.extend(coco_results(image.id, people_of(image)))
-        if args.out:
-            write_json(args.out, results)
-        metrics = evaluate(coco.ann, results, [im.id for im in images])
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        scales = check_scales(parse_scales(args.scales))
+        estimator = PoseEstimator(open_torch(args.arch, args.checkpoint, args.input_size, scales))
+        people_of = lambda im: estimator.estimate_file(im.path)  # noqa: E731
+    results: list[dict] = []
+    for image in tqdm(images, unit="img", disable=not sys.stderr.isatty()):
+        results.extend(coco_results(image.id, people_of(image)))
+    if args.out:
+        write_json(args.out, results)
+    metrics = evaluate(coco.ann, results, [im.id for im in images])
     print(f"{len(images)} images, {len(results)} people" + (" (GT-rendered network outputs)" if args.rendered else ""))
     print_metrics(metrics)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from runtime.cli import run_cli
+
+    return run_cli(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

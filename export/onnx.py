@@ -4,6 +4,7 @@ Examples:
   python -m export.onnx --arch w32                                  # synthetic:0 weights -> w32.onnx
   python -m export.onnx --arch w32 --checkpoint w32_512 -o w32_512.onnx
   python -m export.onnx --arch w48 --checkpoint ckpt.pth --scales 2,1,0.5 --simplify -o w48_ms.onnx
+  python -m export.onnx --arch w32 --checkpoint w32_512 --precision fp16 -o w32_512.fp16.onnx
 
 What is written
 ---------------
@@ -68,6 +69,25 @@ Integer index arithmetic stays INT64 in the file (what ONNX Runtime expects; Ten
 natively for these ops), all decode arithmetic is FP32 (SPEC §12). None of this was checked by a
 TensorRT parse: TensorRT could not be installed where this was written (see ../shared/gpu/README.md).
 
+Precision
+---------
+``--precision fp16`` writes the network in FP16 and everything else in FP32, with explicit Cast nodes
+between them (normalize FP32 → Cast FP16 → network → Cast FP32 on both outputs → decode FP32), so the
+file is strongly typed: TensorRT's strongly typed networks take the precision of every layer from
+the file. Inputs and outputs do not change (uint8 in, float32 out); ``ModelMetadata.precision`` says
+``fp16``. It is done in torch: BatchNorm is folded into the convolutions in FP32 first (the
+exporter would otherwise fold it in FP16 arithmetic), then the network is cast to half and the
+DecodeGraph adds the casts. The FP16 graph is traced at a smaller size (half-precision convolutions
+are slow on the CPU; the traced graph does not depend on the size).
+
+The FP16 file is verified against the FP32 PyTorch graph with tolerances for FP16 rather than for
+reordered FP32 sums: per-output SQNR (signal-to-quantization-noise ratio, dB) must stay above
+``FP16_SQNR_FLOOR_DB``; the candidate-set agreement is printed, not checked, because the discrete
+decode steps (threshold, NMS equality, top-k) flip at ties that FP16 noise is large enough to cross.
+ONNX Runtime's CPU provider has no FP16 kernels for most of these ops on x86 and runs them in FP32
+around inserted casts, so CPU accuracy is close to, not equal to, a GPU's FP16 accuracy. INT8 is
+``python -m calib`` (explicit Q/DQ on top of an FP32 export).
+
 Exit codes: 0 written and verified, 1 verification failed (nothing written), 2 user error.
 """
 from __future__ import annotations
@@ -109,6 +129,15 @@ REL_TOLERANCE = 1e-5
 # values within TIE_BAND · max|heatmap| of each other (SPEC §12).
 TIE_BAND = 1e-5
 DETECTION_THRESHOLD = 0.1
+PRECISIONS = ("fp32", "fp16")
+# Lowest per-output SQNR an FP16 file may show against the FP32 reference. One FP16 rounding (11-bit
+# significand, relative error RMS 2^-11/sqrt(3)) has an SQNR of ~71 dB; ~100 layers that each round
+# their output add their noise powers (at most ~20 dB lost). Measured with synthetic:0 weights on the
+# mini set: 61-72 dB. Below 40 dB (noise RMS 1% of the signal RMS) it is not rounding but a defect: an
+# overflow to inf, a missing cast, a layer computing the wrong thing.
+FP16_SQNR_FLOOR_DB = 40.0
+# The FP16 DecodeGraph is traced at this input size (FP16 convolutions are slow on the CPU).
+FP16_TRACE_SIZE = 64
 
 
 def _samples_dir() -> Path:
@@ -130,25 +159,71 @@ class Built:
     metadata: ModelMetadata
     checkpoint_sha256: str  # the checkpoint file's sha256; "" for synthetic weights
     weights_sha256: str  # sha256 of the state dict's tensors (names, shapes, bytes) in key order
+    # The FP32 DecodeGraph that verification compares with (``graph`` itself for an FP32 export).
+    reference: object = None
+
+    def __post_init__(self) -> None:
+        if self.reference is None:
+            object.__setattr__(self, "reference", self.graph)
 
 
 def build(arch: str, checkpoint: str = SYNTHETIC_DEFAULT, input_size: int = 512,
-          scales: tuple[float, ...] = (1.0,)) -> Built:
-    """Load ``arch`` with ``checkpoint`` and wrap it in the DecodeGraph that gets exported."""
+          scales: tuple[float, ...] = (1.0,), precision: str = "fp32") -> Built:
+    """Load ``arch`` with ``checkpoint`` and wrap it in the DecodeGraph that gets exported.
+
+    ``precision="fp16"``: the exported graph runs a folded, half-precision copy of the network; the
+    FP32 graph is kept as ``Built.reference``. ``weights_sha256`` is always that of the FP32 weights.
+    """
     require("torch", "export")
     from export.checkpoint import load_model
     from export.graphs import DecodeGraph
 
     if input_size not in INPUT_SIZES:
         raise UserError(f"--input-size {input_size}: choose one of {', '.join(map(str, INPUT_SIZES))}")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)} (INT8: python -m calib)")
     try:
         decode = DecodeConfig(scales=tuple(scales))
     except ValueError as exc:
         raise UserError(f"--scales: {exc}") from None
     network, provenance = load_model(arch, checkpoint)
-    metadata = ModelMetadata(arch=arch, input_size=input_size, decode=decode, checkpoint=provenance)
+    metadata = ModelMetadata(arch=arch, input_size=input_size, decode=decode, checkpoint=provenance,
+                             precision=precision)
     file_sha = "" if provenance.startswith("synthetic:") else provenance
-    return Built(DecodeGraph(network, decode).eval(), metadata, file_sha, weights_digest(network.state_dict()))
+    reference = DecodeGraph(network, decode).eval()
+    graph = reference if precision == "fp32" else DecodeGraph(half_network(network), decode, precision).eval()
+    return Built(graph, metadata, file_sha, weights_digest(network.state_dict()), reference)
+
+
+def fold_batchnorm(network):
+    """A copy of ``network`` with every BatchNorm folded into the convolution that feeds it (in FP32).
+
+    The pairs are read from the network's own data flow (``torch.fx``): a BatchNorm whose input is a
+    Conv2d/ConvTranspose2d output read by nothing else. Module names stay as they were (the folded
+    BatchNorm becomes an Identity), so the exported nodes keep their scope names.
+    """
+    import copy
+
+    import torch
+    from torch import nn
+    from torch.ao.quantization import fuse_modules
+
+    traced = torch.fx.symbolic_trace(network)
+    modules = dict(traced.named_modules())
+    pairs = []
+    for node in traced.graph.nodes:
+        if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
+            continue
+        source = node.args[0]
+        if (isinstance(source, torch.fx.Node) and source.op == "call_module" and len(source.users) == 1
+                and isinstance(modules[source.target], (nn.Conv2d, nn.ConvTranspose2d))):
+            pairs.append([source.target, node.target])
+    return fuse_modules(copy.deepcopy(network).eval(), pairs, inplace=False)
+
+
+def half_network(network):
+    """The network for an FP16 export: BatchNorm folded in FP32, then every parameter cast to half."""
+    return fold_batchnorm(network).half().eval()
 
 
 def weights_digest(state: dict) -> str:
@@ -161,12 +236,13 @@ def weights_digest(state: dict) -> str:
     return digest.hexdigest()
 
 
-def trace_inputs(metadata: ModelMetadata) -> list:
+def trace_inputs(metadata: ModelMetadata, size: int = 256) -> list:
     """Small uint8 inputs with the shape relations of a real image (one per scale) for tracing.
 
     Sizes come from the same multi-scale geometry as at run time (a 640×425 landscape image, input
-    size 256, so tracing stays fast); H ≠ W and the scales differ in size, so no dimension can be
-    mistaken for another. The traced graph is valid for every size: shapes are read at run time.
+    size ``size``, 256 by default, so tracing stays fast); H ≠ W and the scales differ in size, so no
+    dimension can be mistaken for another. The traced graph is valid for every size: shapes are read
+    at run time.
     """
     import torch
 
@@ -174,7 +250,7 @@ def trace_inputs(metadata: ModelMetadata) -> list:
 
     rng = np.random.default_rng(0)
     inputs = []
-    for geometry in multi_scale_geometry(640, 425, 256, metadata.decode.scales):
+    for geometry in multi_scale_geometry(640, 425, size, metadata.decode.scales):
         width, height = geometry.input_size
         inputs.append(torch.from_numpy(rng.integers(0, 256, size=(1, height, width, 3), dtype=np.uint8)))
     return inputs
@@ -197,12 +273,13 @@ def export_model(built: Built, opset: int = OPSET):
     import torch
 
     metadata = built.metadata
+    size = FP16_TRACE_SIZE if metadata.precision == "fp16" else 256
     with tempfile.TemporaryDirectory(prefix="hrnet-onnx-") as folder:
         raw = Path(folder) / "traced.onnx"
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporter's deprecation notice and tracer warnings
             try:
-                torch.onnx.export(built.graph, tuple(trace_inputs(metadata)), str(raw), dynamo=False,
+                torch.onnx.export(built.graph, tuple(trace_inputs(metadata, size)), str(raw), dynamo=False,
                                   opset_version=opset, input_names=metadata.input_names,
                                   output_names=list(OUTPUT_NAMES), dynamic_axes=_dynamic_axes(metadata),
                                   do_constant_folding=True)
@@ -217,7 +294,8 @@ def export_model(built: Built, opset: int = OPSET):
     model.producer_name = "hrnet-deploy"
     model.producer_version = metadata.toolkit_version
     model.doc_string = (f"HigherHRNet-{metadata.arch.upper()} DecodeGraph (input size {metadata.input_size}, "
-                        f"scales {list(metadata.decode.scales)}, weights {metadata.checkpoint})")
+                        f"scales {list(metadata.decode.scales)}, weights {metadata.checkpoint}, "
+                        f"network {metadata.precision}, decode fp32)")
     return model
 
 
@@ -379,6 +457,94 @@ def compare_outputs(reference: dict[str, np.ndarray], other: dict[str, np.ndarra
     return Comparison(errors, mismatches, ties)
 
 
+def sqnr_db(reference: np.ndarray, other: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio ``10 log10(Σ ref² / Σ (ref - other)²)`` in dB (float64 sums).
+
+    ``inf`` when equal; ``-inf`` when ``other`` holds NaN or inf (a defect, whatever the tolerance).
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    got = np.asarray(other, dtype=np.float64)
+    if not np.isfinite(got).all():
+        return float("-inf")
+    noise = float(np.square(ref - got).sum())
+    signal = float(np.square(ref).sum())
+    if noise == 0.0:
+        return float("inf")
+    return 10.0 * float(np.log10(max(signal, 1e-300) / noise))
+
+
+@dataclass(frozen=True)
+class CandidateAgreement:
+    """Above-threshold candidate pixels of every image and joint, reference vs other."""
+
+    shared: int  # pixels both have
+    reference_only: int
+    other_only: int
+
+    @property
+    def jaccard(self) -> float:
+        """|shared| / |union| over all images and joints (1.0 when neither side has a candidate)."""
+        union = self.shared + self.reference_only + self.other_only
+        return 1.0 if union == 0 else self.shared / union
+
+    def __add__(self, other: "CandidateAgreement") -> "CandidateAgreement":
+        return CandidateAgreement(self.shared + other.shared, self.reference_only + other.reference_only,
+                                  self.other_only + other.other_only)
+
+
+def candidate_agreement(reference: np.ndarray, other: np.ndarray,
+                        threshold: float = DETECTION_THRESHOLD) -> CandidateAgreement:
+    """Count shared and one-sided candidate pixels of two ``candidates [N, 17, k, 5]`` outputs."""
+    shared = only_ref = only_other = 0
+    for want, got in zip(reference.reshape(-1, *reference.shape[-2:]), other.reshape(-1, *other.shape[-2:])):
+        a, b = set(candidate_set(want, threshold)), set(candidate_set(got, threshold))
+        shared += len(a & b)
+        only_ref += len(a - b)
+        only_other += len(b - a)
+    return CandidateAgreement(shared, only_ref, only_other)
+
+
+@dataclass(frozen=True)
+class PrecisionComparison:
+    """A lower-precision file against the FP32 reference on one input: SQNR per output, candidate agreement."""
+
+    sqnr: dict[str, float]  # heatmap, tags, and candidates (val and tags of the shared pixels)
+    max_rel: dict[str, float]  # max |other - reference| / max |reference| of the dense outputs
+    agreement: CandidateAgreement
+
+    def ok(self, floor_db: float) -> bool:
+        return all(value >= floor_db for value in self.sqnr.values())
+
+    def lines(self) -> list[str]:
+        out = [f"  {name:<10} SQNR {value:6.1f} dB" + (f"  max rel {self.max_rel[name]:.2e}" if name in self.max_rel else
+                                                       "  (val, tags of shared candidate pixels)")
+               for name, value in self.sqnr.items()]
+        a = self.agreement
+        out.append(f"  candidates above threshold: {a.jaccard:.1%} agree ({a.shared} shared, {a.reference_only} "
+                   f"reference only, {a.other_only} other only; discrete steps flip at near-ties, reported only)")
+        return out
+
+
+def compare_precision(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> PrecisionComparison:
+    """SQNR of each output and candidate-set agreement (no tie analysis: lower precision moves every tie)."""
+    sqnr, max_rel = {}, {}
+    for name in ("heatmap", "tags"):
+        want, got = reference[name], other[name]
+        if want.shape != got.shape:
+            raise AssertionError(f"{name}: shape {list(got.shape)}, the reference has {list(want.shape)}")
+        sqnr[name] = sqnr_db(want, got)
+        diff = np.abs(want.astype(np.float64) - got).max() if np.isfinite(got).all() else np.inf
+        max_rel[name] = float(diff) / max(float(np.abs(want).max()), 1e-12)
+    pairs = []
+    want_all, got_all = reference["candidates"], other["candidates"]
+    for want, got in zip(want_all.reshape(-1, *want_all.shape[-2:]), got_all.reshape(-1, *got_all.shape[-2:])):
+        a, b = candidate_set(want), candidate_set(got)
+        pairs.extend((a[p][2:], b[p][2:]) for p in set(a) & set(b))
+    if pairs:
+        sqnr["candidates"] = sqnr_db(np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
+    return PrecisionComparison(sqnr, max_rel, candidate_agreement(want_all, got_all))
+
+
 def prepared_feed(metadata: ModelMetadata, image_path: Path) -> dict[str, np.ndarray]:
     """The batch-1 inputs of one image file, as the pipeline makes them."""
     from runtime.preprocess import prepare, read_image
@@ -388,11 +554,11 @@ def prepared_feed(metadata: ModelMetadata, image_path: Path) -> dict[str, np.nda
 
 
 def torch_outputs(built: Built, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The reference: the torch DecodeGraph on ``feed``."""
+    """The reference: the FP32 torch DecodeGraph on ``feed``."""
     import torch
 
     with torch.inference_mode():
-        outputs = built.graph(*[torch.from_numpy(feed[name]) for name in built.metadata.input_names])
+        outputs = built.reference(*[torch.from_numpy(feed[name]) for name in built.metadata.input_names])
     return {name: value.numpy() for name, value in zip(OUTPUT_NAMES, outputs)}
 
 
@@ -481,6 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=OPSET,
                         help=f"ONNX opset, 13-20 (default: {OPSET}, which TensorRT 8.5+, TensorRT 10 and ONNX Runtime "
                              f"all parse)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="network precision: fp32, or fp16 (the decode stays fp32 behind explicit casts; "
+                             "input uint8 and outputs float32 either way) (default: fp32; INT8: python -m calib)")
     parser.add_argument("--scales", type=parse_scales, default=(1.0,),
                         help="test scales baked into the graph, must include 1; one input per scale, "
                              "e.g. 2,1,0.5 (default: 1)")
@@ -491,7 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-verify", action="store_true",
                         help="write the file without the ONNX Runtime vs PyTorch check (default: check)")
     parser.add_argument("-o", "--output", type=Path,
-                        help="the .onnx file to write (default: ARCH.onnx in the current folder, e.g. w32.onnx)")
+                        help="the .onnx file to write (default: ARCH.onnx in the current folder, e.g. w32.onnx; "
+                             "ARCH.fp16.onnx with --precision fp16)")
     return parser
 
 
@@ -499,16 +669,38 @@ def _stage(text: str) -> None:
     print(text, flush=True)
 
 
-def _check_file(path: Path, feed, reference, label: str):
-    """checker + ONNX Runtime vs the torch reference; returns (comparison, ORT outputs, seconds)."""
+class _PrecisionCheck:
+    """``ok()`` for a lower-precision file: every SQNR above the floor."""
+
+    def __init__(self, comparison: PrecisionComparison, floor_db: float) -> None:
+        self.comparison, self.floor_db = comparison, floor_db
+
+    def ok(self) -> bool:
+        return self.comparison.ok(self.floor_db)
+
+    def lines(self) -> list[str]:
+        return self.comparison.lines()
+
+
+def _check_file(path: Path, feed, reference, label: str, precision: str = "fp32"):
+    """checker + ONNX Runtime vs the torch reference; returns (comparison, ORT outputs).
+
+    FP32: dense outputs within ``REL_TOLERANCE`` and candidate differences only at ties. FP16: the
+    SQNR of every output above ``FP16_SQNR_FLOOR_DB`` (against the FP32 PyTorch graph).
+    """
     import onnx
 
     onnx.checker.check_model(str(path))
     start = time.perf_counter()
     outputs = onnxruntime_outputs(path, feed)
     seconds = time.perf_counter() - start
-    comparison = compare_outputs(reference, outputs)
-    _stage(f"      {label}: onnx.checker passed; ONNX Runtime (CPU) vs PyTorch ({seconds:.1f} s):")
+    if precision == "fp32":
+        comparison = compare_outputs(reference, outputs)
+        _stage(f"      {label}: onnx.checker passed; ONNX Runtime (CPU) vs PyTorch ({seconds:.1f} s):")
+    else:
+        comparison = _PrecisionCheck(compare_precision(reference, outputs), FP16_SQNR_FLOOR_DB)
+        _stage(f"      {label}: onnx.checker passed; {precision} in ONNX Runtime (CPU) vs FP32 PyTorch "
+               f"({seconds:.1f} s), SQNR floor {FP16_SQNR_FLOOR_DB:g} dB:")
     for line in comparison.lines():
         _stage(line)
     return comparison, outputs
@@ -516,7 +708,8 @@ def _check_file(path: Path, feed, reference, label: str):
 
 def run(args: argparse.Namespace) -> int:
     require("onnx", "export")
-    target = args.output or Path(f"{args.arch}.onnx")
+    precision = getattr(args, "precision", "fp32")
+    target = args.output or Path(f"{args.arch}.onnx" if precision == "fp32" else f"{args.arch}.{precision}.onnx")
     if target.suffix != ".onnx":
         raise UserError(f"-o {target}: the output file must end in .onnx")
     if target.is_dir():
@@ -527,12 +720,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--verify-image {args.verify_image}: no such image file")
 
     _stage(f"[1/4] loading HigherHRNet-{args.arch.upper()} weights ({args.checkpoint})")
-    built = build(args.arch, args.checkpoint, args.input_size, args.scales)
+    built = build(args.arch, args.checkpoint, args.input_size, args.scales, precision)
     if built.metadata.checkpoint.startswith("synthetic:"):
         _stage("      note: synthetic weights are deterministic random numbers, not a trained model; "
                "pass --checkpoint w32_512 (or a .pth file) for a useful export")
     _stage(f"[2/4] exporting with the {EXPORTER}, opset {args.opset}, "
-           f"scales {list(built.metadata.decode.scales)}")
+           f"scales {list(built.metadata.decode.scales)}"
+           + ("" if precision == "fp32" else f", network {precision} (BatchNorm folded in fp32), decode fp32"))
     start = time.perf_counter()
     model = export_model(built, args.opset)
     _stage(f"      {len(model.graph.node)} nodes, {model.ByteSize() / 1024**2:.1f} MiB "
@@ -552,9 +746,9 @@ def run(args: argparse.Namespace) -> int:
             start = time.perf_counter()
             reference = torch_outputs(built, feed)
             _stage(f"      {time.perf_counter() - start:.1f} s")
-            comparison, plain = _check_file(temporary, feed, reference, "exported graph")
+            comparison, plain = _check_file(temporary, feed, reference, "exported graph", precision)
             if not comparison.ok():
-                return _verification_failed(target)
+                return _verification_failed(target, precision)
         if args.simplify:
             _stage("[4/4] simplifying")
             model, tool = simplify(model)
@@ -562,11 +756,11 @@ def run(args: argparse.Namespace) -> int:
             written.append(simplified)
             _stage(f"      {tool}: {len(model.graph.node)} nodes")
             if not args.skip_verify:
-                comparison, outputs = _check_file(simplified, feed, reference, "simplified graph")
+                comparison, outputs = _check_file(simplified, feed, reference, "simplified graph", precision)
                 change = max(float(np.abs(outputs[name] - plain[name]).max()) for name in OUTPUT_NAMES)
                 _stage(f"      simplified vs exported graph in ONNX Runtime: max |difference| {change:.3e}")
                 if not comparison.ok():
-                    return _verification_failed(target)
+                    return _verification_failed(target, precision)
             temporary = simplified
         else:
             _stage("[4/4] no simplification (--simplify not given)")
@@ -586,9 +780,13 @@ def _umask() -> int:
     return mask
 
 
-def _verification_failed(target: Path) -> int:
-    print(f"error: ONNX Runtime and PyTorch disagree beyond tolerance (dense rel {REL_TOLERANCE:g}, candidate "
-          f"differences only at ties); {target} was not written", file=sys.stderr)
+def _verification_failed(target: Path, precision: str = "fp32") -> int:
+    if precision == "fp32":
+        rule = f"dense rel {REL_TOLERANCE:g}, candidate differences only at ties"
+    else:
+        rule = f"{precision}: SQNR of every output at least {FP16_SQNR_FLOOR_DB:g} dB against FP32 PyTorch"
+    print(f"error: ONNX Runtime and PyTorch disagree beyond tolerance ({rule}); {target} was not written",
+          file=sys.stderr)
     return 1
 
 

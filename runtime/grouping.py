@@ -51,9 +51,12 @@ float32 operation (one rounding of an exact or correctly rounded float64 result)
 an integer is round-half-to-even, like ``np.round``.
 
 Parity rests on every multiply and add being rounded separately.  The host build gets that by
-default (numba does not contract ``a * b + c`` without fastmath); a device build must make
-sure its compiler does not fuse them into FMAs either (NVVM contracts by default), or the
-squared distances of grouping and refine change in the last bit.
+default (numba does not contract ``a * b + c`` without fastmath).  NVVM does contract them into
+FMAs even without fastmath, which would change the squared distances of grouping and refine in
+the last bit.  So every product that feeds an addition goes through ``_mul32`` / ``_mul64``:
+plain products here, and products rounded on their own (``__fmul_rn`` / ``__dmul_rn``, which
+are never fused) in the device build of ``runtime.cuda_grouping``, which swaps in its own
+versions of these two functions.
 
 Refine
 ------
@@ -104,6 +107,16 @@ _TILE_COLS = 16
 # ---------------------------------------------------------------------------------------------
 # Core functions (plain Python, compiled by compile_cores)
 # ---------------------------------------------------------------------------------------------
+
+
+def _mul32(a, b):
+    """Float32 product ``a * b``, rounded before any addition that uses it (never fused)."""
+    return np.float32(a * b)
+
+
+def _mul64(a, b):
+    """Float64 product ``a * b``, rounded before any addition that uses it (never fused)."""
+    return a * b
 
 
 def _round_half_even(x):
@@ -380,9 +393,9 @@ def _group(cand, det_thr, tag_thr, persons, keys, tag_list, tag_len, means, sel,
             for p in range(n_grouped):
                 d0 = t0 - np.float64(means[p, 0])
                 d1 = t1 - np.float64(means[p, 1])
-                d = math.sqrt(d0 * d0 + d1 * d1)
+                d = math.sqrt(_mul64(d0, d0) + _mul64(d1, d1))
                 dist[r, p] = d
-                C[r, p] = _round_half_even(d) * 100.0 - val
+                C[r, p] = _mul64(_round_half_even(d), 100.0) - val
             for p in range(n_grouped, n):
                 C[r, p] = _PAD_COST
         for r in range(n_sel, n):
@@ -493,11 +506,11 @@ def _cannot_win(h, sq, best, lower):
     """
     if h <= best or h < lower:
         return True
-    reach = (np.float64(h) - np.float64(best)) * _STRETCH + 0.5 + _NUDGE
+    reach = _mul64(np.float64(h) - np.float64(best), _STRETCH) + 0.5 + _NUDGE
     if np.float64(sq) > reach * reach:
         return True
     if abs(lower) < _TWO22:
-        reach = (np.float64(h) - np.float64(lower)) * _STRETCH + 1.0 + _NUDGE
+        reach = _mul64(np.float64(h) - np.float64(lower), _STRETCH) + 1.0 + _NUDGE
         if np.float64(sq) > reach * reach:
             return True
     return False
@@ -507,7 +520,7 @@ def _refine_score(h, t0, t1, p0, p1):
     """``h - round(||(t0, t1) - (p0, p1)||)`` with every operation in float32."""
     d0 = np.float32(t0 - p0)
     d1 = np.float32(t1 - p1)
-    dist = np.float32(math.sqrt(np.float32(np.float32(d0 * d0) + np.float32(d1 * d1))))
+    dist = np.float32(math.sqrt(np.float32(_mul32(d0, d0) + _mul32(d1, d1))))
     return np.float32(np.float64(h) - _round_half_even(np.float64(dist)))
 
 
@@ -519,6 +532,37 @@ def _tile_gap(lo, hi, v):
     if v > hi:
         return np.float32(v - hi)
     return np.float32(0.0)
+
+
+def _misses_joint(persons, p, j, has_prev):
+    """True when refine looks for joint ``j`` of person ``p``: it is missing (val == 0) and the
+    person has a tag (``has_prev[p]``: at least one detected joint)."""
+    return persons[p, j, 2] == 0.0 and has_prev[p] != 0
+
+
+def _write_refined(j, p, at, persons, heatmap):
+    """Joint ``j`` of person ``p`` from the refine maximum at flat pixel ``at`` (row-major):
+    pixel centre plus the quarter-pixel shift towards the higher neighbour, written only when
+    the heatmap value there is > 0."""
+    height = heatmap.shape[1]
+    width = heatmap.shape[2]
+    y = at // width
+    x = at - y * width
+    val = heatmap[j, y, x]
+    if val > 0.0:
+        fx = np.float64(x) + 0.5
+        fy = np.float64(y) + 0.5
+        if heatmap[j, y, min(width - 1, x + 1)] > heatmap[j, y, max(0, x - 1)]:
+            fx += 0.25
+        else:
+            fx -= 0.25
+        if heatmap[j, min(height - 1, y + 1), x] > heatmap[j, max(0, y - 1), x]:
+            fy += 0.25
+        else:
+            fy -= 0.25
+        persons[p, j, 0] = fx
+        persons[p, j, 1] = fy
+        persons[p, j, 2] = val
 
 
 def _refine_joint(j, persons, n_persons, heatmap, tags, prev, has_prev, who, best, best_at,
@@ -544,7 +588,7 @@ def _refine_joint(j, persons, n_persons, heatmap, tags, prev, has_prev, who, bes
     width = heatmap.shape[2]
     n_who = 0
     for p in range(n_persons):
-        if persons[p, j, 2] == 0.0 and has_prev[p] != 0:
+        if _misses_joint(persons, p, j, has_prev):
             who[n_who] = p
             best[n_who] = -np.inf
             best_at[n_who] = 0
@@ -609,7 +653,7 @@ def _refine_joint(j, persons, n_persons, heatmap, tags, prev, has_prev, who, bes
                 p = who[q]
                 g0 = _tile_gap(tile[k, 1], tile[k, 2], prev[p, 0])
                 g1 = _tile_gap(tile[k, 3], tile[k, 4], prev[p, 1])
-                sq = np.float32(np.float32(g0 * g0) + np.float32(g1 * g1))
+                sq = np.float32(_mul32(g0, g0) + _mul32(g1, g1))
                 if not _cannot_win(tile[k, 0], sq, best[q], lower[q]):
                     tile_who[c, count] = q
                     count += 1
@@ -633,7 +677,7 @@ def _refine_joint(j, persons, n_persons, heatmap, tags, prev, has_prev, who, bes
                         p = who[q]
                         d0 = np.float32(t0 - prev[p, 0])
                         d1 = np.float32(t1 - prev[p, 1])
-                        sq = np.float32(np.float32(d0 * d0) + np.float32(d1 * d1))
+                        sq = np.float32(_mul32(d0, d0) + _mul32(d1, d1))
                         if _cannot_win(h, sq, b, lower[q]):
                             continue
                         dist = np.float32(math.sqrt(sq))
@@ -644,24 +688,7 @@ def _refine_joint(j, persons, n_persons, heatmap, tags, prev, has_prev, who, bes
         band += 1
 
     for q in range(n_who):
-        p = who[q]
-        y = best_at[q] // width
-        x = best_at[q] - y * width
-        val = heatmap[j, y, x]
-        if val > 0.0:
-            fx = np.float64(x) + 0.5
-            fy = np.float64(y) + 0.5
-            if heatmap[j, y, min(width - 1, x + 1)] > heatmap[j, y, max(0, x - 1)]:
-                fx += 0.25
-            else:
-                fx -= 0.25
-            if heatmap[j, min(height - 1, y + 1), x] > heatmap[j, max(0, y - 1), x]:
-                fy += 0.25
-            else:
-                fy -= 0.25
-            persons[p, j, 0] = fx
-            persons[p, j, 1] = fy
-            persons[p, j, 2] = val
+        _write_refined(j, who[q], best_at[q], persons, heatmap)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -693,6 +720,8 @@ def _mean_tags_host(tag_list, tag_len, out):
 
 
 _CORE_NAMES = (
+    "_mul32",
+    "_mul64",
     "_round_half_even",
     "_joint_at",
     "_find_zero",
@@ -708,6 +737,8 @@ _CORE_NAMES = (
     "_cannot_win",
     "_refine_score",
     "_tile_gap",
+    "_misses_joint",
+    "_write_refined",
     "_refine_joint",
 )
 

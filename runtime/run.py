@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.cli import check_scales, parse_scales, run_cli
 from runtime.errors import UserError
 from runtime.metadata import ARCHS, INPUT_SIZES
 
@@ -30,13 +31,6 @@ def bundled_samples() -> list[Path]:
     """The COCO val2017 sample images shipped inside the package."""
     folder = resources.files("runtime") / "samples"
     return sorted(Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".jpg"))
-
-
-def parse_scales(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--scales {text!r}: give comma-separated numbers, e.g. 2,1,0.5") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,15 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--batch", type=int, default=4, metavar="N",
                     help="images per graph run when their input sizes are equal (default: 4)")
     return parser
-
-
-def check_scales(scales: tuple[float, ...]) -> tuple[float, ...]:
-    from runtime.metadata import DecodeConfig
-
-    try:
-        return DecodeConfig(scales=scales).scales
-    except ValueError as error:
-        raise UserError(f"--scales: {error}, e.g. --scales 2,1,0.5") from None
 
 
 def open_estimator(args: argparse.Namespace):
@@ -208,12 +193,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

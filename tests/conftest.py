@@ -12,6 +12,21 @@ GOLDEN = SHARED / "golden"
 MINI = SHARED / "data" / "coco_val2017_mini"
 
 
+def cuda_device() -> str | None:
+    """Why GPU tests cannot run here, or None when a CUDA device is present."""
+    if not Path("/dev/nvidiactl").exists():
+        return "no CUDA GPU on this machine (/dev/nvidiactl absent)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = cuda_device()
+    if reason:
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
 def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is not here (it sits beside the checkout in the project's shared/ folder)")
