@@ -36,9 +36,9 @@ import torch
 from export.model import ARCHS, HigherHRNet, build_model
 from export.synthetic_weights import synthetic_state_dict
 from runtime.errors import UserError
+from runtime.files import CACHE_ENV, cache_dir, file_sha256
 
 ZOO_BASE_URL = "https://download.openmmlab.com/mmpose/bottom_up/"
-CACHE_ENV = "HRNET_DEPLOY_CACHE"
 SYNTHETIC_PREFIX = "synthetic:"
 MULTISCALE_SCALES = (2, 1, 0.5)  # the scales of the published ``AP_ms``
 
@@ -95,12 +95,6 @@ _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".pkl", ".tar")
 
 # ----------------------------------------------------------------------------------------------
 # Public API
-
-
-def cache_dir() -> Path:
-    """Folder for downloaded zoo checkpoints: ``$HRNET_DEPLOY_CACHE`` or ``~/.cache/hrnet-deploy``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "hrnet-deploy"
 
 
 def resolve_state_dict(spec: str, arch: str) -> tuple[dict[str, torch.Tensor], str]:
@@ -166,7 +160,7 @@ def _resolve(spec: str, arch: str, template: Mapping[str, torch.Tensor]) -> tupl
         names = ", ".join(e.alias for e in ZOO_ENTRIES)
         raise UserError(f"checkpoint {spec!r} is neither a file nor a zoo name: use a zoo name ({names}, or a "
                         f"zoo file name without .pth), a path to a .pth file, or synthetic:SEED")
-    return _load_file(path, arch, template), _sha256(path)
+    return _load_file(path, arch, template), file_sha256(path)
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -194,7 +188,7 @@ def _fetch_zoo(entry: ZooEntry) -> tuple[Path, str]:
     if os.path.lexists(target):
         if target.is_dir() or not target.is_file():
             raise UserError(f"zoo checkpoint {target} is not a regular file: remove it and retry")
-        digest = _sha256(target)
+        digest = file_sha256(target)
         if not digest.startswith(entry.sha256_prefix):
             raise UserError(
                 f"zoo checkpoint {target} has sha256 {digest[:16]}..., expected it to start with "
@@ -248,14 +242,6 @@ def _copy_with_progress(response, out, digest, label: str) -> None:
             out.write(chunk)
             digest.update(chunk)
             bar.update(len(chunk))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -104,6 +104,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.cli import check_scales, parse_scales, run_cli
 from runtime.errors import UserError, require
 from runtime.metadata import ARCHS, INPUT_SIZES, DecodeConfig, ModelMetadata
 
@@ -132,9 +133,10 @@ DETECTION_THRESHOLD = 0.1
 PRECISIONS = ("fp32", "fp16")
 # Lowest per-output SQNR an FP16 file may show against the FP32 reference. One FP16 rounding (11-bit
 # significand, relative error RMS 2^-11/sqrt(3)) has an SQNR of ~71 dB; ~100 layers that each round
-# their output add their noise powers (at most ~20 dB lost). Measured with synthetic:0 weights on the
-# mini set: 61-72 dB. Below 40 dB (noise RMS 1% of the signal RMS) it is not rounding but a defect: an
-# overflow to inf, a missing cast, a layer computing the wrong thing.
+# their output add their noise powers (at most ~20 dB lost). Measured with synthetic:0 weights on 20
+# mini-set images in ONNX Runtime (CPU): 67.9-68.7 dB (benchmarks/precision.py; torch's own eager FP16
+# on the CPU, which rounds every intermediate, ~59 dB). Below 40 dB (noise RMS 1% of the signal RMS)
+# it is not rounding but a defect: an overflow to inf, a missing cast, a layer computing the wrong thing.
 FP16_SQNR_FLOOR_DB = 40.0
 # The FP16 DecodeGraph is traced at this input size (FP16 convolutions are slow on the CPU).
 FP16_TRACE_SIZE = 64
@@ -182,10 +184,7 @@ def build(arch: str, checkpoint: str = SYNTHETIC_DEFAULT, input_size: int = 512,
         raise UserError(f"--input-size {input_size}: choose one of {', '.join(map(str, INPUT_SIZES))}")
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)} (INT8: python -m calib)")
-    try:
-        decode = DecodeConfig(scales=tuple(scales))
-    except ValueError as exc:
-        raise UserError(f"--scales: {exc}") from None
+    decode = DecodeConfig(scales=check_scales(tuple(scales)))
     network, provenance = load_model(arch, checkpoint)
     metadata = ModelMetadata(arch=arch, input_size=input_size, decode=decode, checkpoint=provenance,
                              precision=precision)
@@ -487,7 +486,7 @@ class CandidateAgreement:
         union = self.shared + self.reference_only + self.other_only
         return 1.0 if union == 0 else self.shared / union
 
-    def __add__(self, other: "CandidateAgreement") -> "CandidateAgreement":
+    def __add__(self, other: CandidateAgreement) -> CandidateAgreement:
         return CandidateAgreement(self.shared + other.shared, self.reference_only + other.reference_only,
                                   self.other_only + other.other_only)
 
@@ -622,13 +621,6 @@ def write_model(model, target: Path) -> Path:
 
 # ----------------------------------------------------------------------------------------------
 # CLI
-
-
-def parse_scales(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--scales {text!r}: give comma-separated numbers, e.g. 2,1,0.5") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -791,12 +783,7 @@ def _verification_failed(target: Path, precision: str = "fp32") -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

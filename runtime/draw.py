@@ -6,7 +6,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.results import Person, write_atomic
+from runtime.files import write_atomic
+from runtime.results import Person
 
 # COCO skeleton, 0-based joint indices.
 SKELETON = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8),

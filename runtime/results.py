@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from runtime.errors import UserError
+from runtime.files import write_atomic
 from runtime.preprocess import Geometry, to_image_coordinates
 
 
@@ -43,23 +43,6 @@ def coco_results(image: int, people: list[Person]) -> list[dict]:
     return [{"image_id": int(image), "category_id": 1,
              "keypoints": [float(v) for v in person.keypoints.reshape(-1)], "score": float(person.score)}
             for person in people]
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write here ({exc.strerror}); choose another output path") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: str | Path, value) -> None:

@@ -1,0 +1,257 @@
+"""python benchmarks/precision.py — FP16 and INT8 files against the FP32 file, in ONNX Runtime on the CPU.
+
+W32 with synthetic:0 weights (unless --checkpoint) is exported in FP32 and FP16 and quantized to INT8
+(``python -m calib`` with its defaults: percentile, 32 calibration images). The evaluation images
+are mini COCO images that were not used for calibration. Per image, against the FP32 file:
+
+* SQNR of the heatmap and the tags (dB; mean over images, worst image in brackets);
+* candidate agreement: above-threshold candidate pixels both files have / pixels either has;
+* identical people: share of images whose decoded people (grouping + refine) have the same count,
+  keypoints within 0.01 px and scores within 0.01;
+* same people count: share of images where both decode the same number of people;
+* joints moved: of the people matched by OKS (below), the share of joints more than 0.01 px apart;
+* mean OKS: people matched greedily by OKS (COCO sigmas, the FP32 person's keypoint box as its
+  area); an unmatched person counts 0; averaged over max(#FP32, #other) people, then over images;
+* graph time vs FP32: the sum over images of one timed graph run each, ONNX Runtime CPU, same
+  process, after one warm-up run per file.
+
+Synthetic weights make flat heatmaps with ~100 people per image whose values are often closer
+than FP16 or INT8 noise: candidate, people and OKS numbers are a stress test of the discrete decode
+steps (SPEC §12), far below what a trained checkpoint gives. SQNR is the number to compare.
+
+Examples:
+  python benchmarks/precision.py                       # 20 images, files built in a temporary folder
+  python benchmarks/precision.py --images 40 --workdir out/precision   # keep (and reuse) the files
+  python benchmarks/precision.py --method entropy --calib-images 64
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from runtime.errors import UserError  # noqa: E402
+
+# COCO keypoint OKS constants (pycocotools' sigmas, nose ... right ankle).
+SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10.0
+POSITION_TOL = 0.01  # px
+SCORE_TOL = 0.01
+
+
+def _quiet(function, argv: list[str]) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = function(argv)
+    if code != 0:
+        raise SystemExit(f"{function.__module__} {' '.join(argv)} failed ({code}):\n{out.getvalue()}{err.getvalue()}")
+
+
+def build_files(folder: Path, checkpoint: str, method: str, calib_images: int, calib_dir: Path) -> dict[str, Path]:
+    """FP32, FP16 and INT8 files in ``folder`` (reused when already there)."""
+    import calib.__main__ as calib_cli
+    from export import onnx as exporter
+
+    files = {"fp32": folder / "w32.onnx", "fp16": folder / "w32.fp16.onnx",
+             "int8": folder / f"w32.int8.{method}{calib_images}.onnx"}
+    common = ["--arch", "w32", "--checkpoint", checkpoint, "--skip-verify"]
+    if not files["fp32"].exists():
+        print("exporting FP32 ...", flush=True)
+        _quiet(exporter.main, [*common, "-o", str(files["fp32"])])
+    if not files["fp16"].exists():
+        print("exporting FP16 ...", flush=True)
+        _quiet(exporter.main, [*common, "--precision", "fp16", "-o", str(files["fp16"])])
+    if not files["int8"].exists():
+        print(f"calibrating INT8 ({method}, {calib_images} images; cached statistics are reused) ...", flush=True)
+        _quiet(calib_cli.main, ["--onnx", str(files["fp32"]), "--method", method, "--images", str(calib_images),
+                                "--calib", str(calib_dir), "-o", str(files["int8"])])
+    return files
+
+
+def evaluation_images(calib_dir: Path, calib_images: int, count: int) -> list[Path]:
+    """``count`` images of the folder, spread evenly over those calibration did not use."""
+    from calib.dataset import IMAGE_SUFFIXES, list_images
+
+    used = set(list_images(calib_dir, calib_images))
+    rest = sorted(p for p in calib_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p not in used)
+    if not rest:
+        raise UserError(f"{calib_dir}: every image was used for calibration; lower --calib-images")
+    picks = np.unique(np.linspace(0, len(rest) - 1, min(count, len(rest))).round().astype(int))
+    return [rest[i] for i in picks]
+
+
+def people_arrays(outputs: dict[str, np.ndarray], geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded people of batch item 0 in image pixels: ``[P, 17, 3]`` (x, y, score) and person scores."""
+    from runtime.grouping import decode_people
+    from runtime.results import people_in_image
+
+    persons, scores = decode_people(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0])
+    people = people_in_image(persons, scores, geometry)
+    keypoints = np.array([p.keypoints for p in people], dtype=np.float64).reshape(-1, 17, 3)
+    return keypoints, np.array([p.score for p in people], dtype=np.float64)
+
+
+def identical(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    (ka, sa), (kb, sb) = a, b
+    return (ka.shape == kb.shape and np.abs(ka[..., :2] - kb[..., :2]).max(initial=0) <= POSITION_TOL
+            and np.abs(ka[..., 2] - kb[..., 2]).max(initial=0) <= SCORE_TOL
+            and np.abs(sa - sb).max(initial=0) <= SCORE_TOL)
+
+
+def oks_matrix(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """OKS of every reference person (rows) with every other person (columns), all 17 joints counted."""
+    if len(reference) == 0 or len(other) == 0:
+        return np.zeros((len(reference), len(other)))
+    span = reference[..., :2].max(axis=1) - reference[..., :2].min(axis=1)
+    area = np.maximum(span[:, 0] * span[:, 1], 1.0)  # keypoint box of the reference person
+    d2 = np.square(reference[:, None, :, :2] - other[None, :, :, :2]).sum(axis=3)
+    e = d2 / (2.0 * area[:, None, None] * np.square(2.0 * SIGMAS)[None, None, :])
+    return np.exp(-e).mean(axis=2)
+
+
+def match_people(reference: np.ndarray, other: np.ndarray) -> list[tuple[int, int, float]]:
+    """Greedy one-to-one matching by OKS, best pair first: ``(reference index, other index, OKS)``."""
+    matrix = oks_matrix(reference, other)
+    pairs = []
+    while matrix.size and matrix.max() > 0:
+        i, j = np.unravel_index(np.argmax(matrix), matrix.shape)
+        pairs.append((int(i), int(j), float(matrix[i, j])))
+        matrix[i, :] = -1.0
+        matrix[:, j] = -1.0
+    return pairs
+
+
+def mean_oks(reference: np.ndarray, other: np.ndarray, pairs: list[tuple[int, int, float]]) -> float:
+    """Matched OKS summed, unmatched people counted 0, over max(#reference, #other); 1.0 when both are empty."""
+    total = max(len(reference), len(other))
+    return 1.0 if total == 0 else sum(oks for _, _, oks in pairs) / total
+
+
+def moved_joints(reference: np.ndarray, other: np.ndarray, pairs: list[tuple[int, int, float]]) -> tuple[int, int]:
+    """Joints of matched people that moved by more than POSITION_TOL, and how many joints were compared."""
+    moved = sum(int((np.abs(reference[i, :, :2] - other[j, :, :2]).max(axis=1) > POSITION_TOL).sum())
+                for i, j, _ in pairs)
+    return moved, 17 * len(pairs)
+
+
+@dataclass
+class Tally:
+    sqnr: dict[str, list[float]] = field(default_factory=lambda: {"heatmap": [], "tags": []})
+    agreement: object = None
+    identical: int = 0
+    oks: list[float] = field(default_factory=list)
+    same_count: int = 0
+    moved: int = 0
+    joints: int = 0
+    seconds: float = 0.0
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from export.onnx import CandidateAgreement, compare_precision
+    from runtime.backends.onnx_backend import OnnxBackend
+    from runtime.preprocess import prepare, read_image
+
+    calib_dir = args.calib
+    if args.images < 1:
+        raise UserError(f"--images {args.images}: give at least 1")
+    if not calib_dir.is_dir():
+        raise UserError(f"--calib {calib_dir}: not a folder")
+    with contextlib.ExitStack() as stack:
+        folder = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hrnet-precision-")))
+        folder.mkdir(parents=True, exist_ok=True)
+        files = build_files(folder, args.checkpoint, args.method, args.calib_images, calib_dir)
+        images = evaluation_images(calib_dir, args.calib_images, args.images)
+        backends = {name: stack.enter_context(OnnxBackend(path)) for name, path in files.items()}
+        meta = backends["fp32"].metadata
+        tallies = {name: Tally(agreement=CandidateAgreement(0, 0, 0)) for name in ("fp16", "int8")}
+        fp32_seconds = 0.0
+        warm = False
+        for path in tqdm(images, unit="img", disable=not sys.stderr.isatty()):
+            prepared = prepare(read_image(path), meta.input_size, meta.decode)
+            feed = {name: array[None] for name, array in zip(meta.input_names, prepared.inputs)}
+            if not warm:
+                for backend in backends.values():
+                    backend.run(feed)
+                warm = True
+            outputs, seconds = {}, {}
+            for name, backend in backends.items():
+                start = time.perf_counter()
+                outputs[name] = backend.run(feed)
+                seconds[name] = time.perf_counter() - start
+            fp32_seconds += seconds["fp32"]
+            reference_people = people_arrays(outputs["fp32"], prepared.base_geometry)
+            for name, tally in tallies.items():
+                comparison = compare_precision(outputs["fp32"], outputs[name])
+                for key in tally.sqnr:
+                    tally.sqnr[key].append(comparison.sqnr[key])
+                tally.agreement = tally.agreement + comparison.agreement
+                people = people_arrays(outputs[name], prepared.base_geometry)
+                tally.identical += identical(reference_people, people)
+                tally.same_count += len(people[0]) == len(reference_people[0])
+                pairs = match_people(reference_people[0], people[0])
+                tally.oks.append(mean_oks(reference_people[0], people[0], pairs))
+                moved, joints = moved_joints(reference_people[0], people[0], pairs)
+                tally.moved += moved
+                tally.joints += joints
+                tally.seconds += seconds[name]
+
+    labels = {"fp16": "FP16", "int8": f"INT8 ({args.method}, {args.calib_images} calibration images)"}
+    print(f"\nHigherHRNet-W32 {args.checkpoint}, {len(images)} mini-COCO images not used for calibration, "
+          f"against the FP32 ONNX file; ONNX Runtime CPU ({fp32_seconds / len(images):.2f} s per FP32 graph run)\n")
+    print("| precision | heatmap SQNR dB, mean [worst] | tags SQNR dB, mean [worst] | candidate agreement "
+          "| identical people | same people count | joints moved | mean OKS | graph time vs FP32 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, tally in tallies.items():
+        cells = [labels[name]]
+        for key in ("heatmap", "tags"):
+            values = np.array(tally.sqnr[key])
+            cells.append(f"{values.mean():.1f} [{values.min():.1f}]")
+        cells.append(f"{tally.agreement.jaccard:.1%}")
+        cells.append(f"{tally.identical}/{len(images)} ({tally.identical / len(images):.0%})")
+        cells.append(f"{tally.same_count}/{len(images)}")
+        cells.append(f"{tally.moved / max(tally.joints, 1):.1%}")
+        cells.append(f"{np.mean(tally.oks):.3f}")
+        cells.append(f"{tally.seconds / fp32_seconds:.2f}×")
+        print("| " + " | ".join(cells) + " |")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from calib.dataset import DEFAULT_IMAGES, default_calib_dir
+    from calib.quantize import DEFAULT_METHOD, METHODS
+
+    parser = argparse.ArgumentParser(prog="python benchmarks/precision.py", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=20, metavar="N",
+                        help="evaluation images (mini COCO images not used for calibration) (default: 20)")
+    parser.add_argument("--checkpoint", default="synthetic:0", help="weights of the W32 export (default: synthetic:0)")
+    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                        help=f"INT8 calibration method (default: {DEFAULT_METHOD})")
+    parser.add_argument("--calib-images", type=int, default=DEFAULT_IMAGES, metavar="N",
+                        help=f"INT8 calibration images (default: {DEFAULT_IMAGES})")
+    parser.add_argument("--calib", type=Path, default=default_calib_dir(), metavar="DIR",
+                        help="image folder for calibration and evaluation (default: the mini COCO val2017 set)")
+    parser.add_argument("--workdir", type=Path, metavar="DIR",
+                        help="keep the three model files here and reuse them on the next run (default: a temporary folder)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from runtime.cli import run_cli
+
+    return run_cli(build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""python -m calib — INT8 Q/DQ model from an FP32 export, calibrated on real images.
+
+Examples:
+  python -m calib --onnx w32.onnx -o w32.int8.onnx                  # 32 mini-COCO images, percentile
+  python -m calib --onnx w32.onnx --method entropy --calib photos/ --images 64 -o w32.int8.onnx
+  python -m calib --onnx w32.onnx --images 8 --cache-dir /tmp/calib  # small, for a quick try
+
+What is written
+---------------
+The same DecodeGraph with explicit QuantizeLinear/DequantizeLinear nodes (symmetric INT8, weights per
+channel, bias float) in front of the network's convolutions and residual Adds; the decode and the
+two final head layers stay float32 (see calib/quantize.py for why and how). Inputs and outputs do
+not change (uint8 in, float32 out); ``ModelMetadata.precision`` says ``int8`` and ``calib.*``
+metadata keys record the method, the images and the source file. The file runs in ONNX Runtime
+(CPU or CUDA) and is what a strongly typed TensorRT build takes.
+
+Calibration statistics are cached (``--cache-dir``, default ``~/.cache/hrnet-deploy/calib``, or
+``$HRNET_DEPLOY_CACHE/calib``), keyed by the model's sha256, the method, the images and the ONNX
+Runtime version, so a rerun only quantizes. The result is checked against the FP32 file in ONNX
+Runtime on one image (per-output SQNR, candidate agreement) before it is renamed into place.
+
+Exit codes: 0 written and checked, 1 check failed (nothing written), 2 user error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from runtime.errors import UserError, require
+
+# Lowest per-output SQNR (INT8 file vs the FP32 file, ONNX Runtime) before the file is refused. One
+# symmetric 8-bit rounding of a well-calibrated activation has an SQNR of ~35-40 dB; ~470 quantized
+# tensors in series add their noise, and post-training INT8 of a CNN usually ends at 20-35 dB
+# (measured here with synthetic:0 weights: 30-31 dB on heatmap and tags with 8 or more percentile
+# calibration images; quantizing the two final layers too would cost another 0.1-0.2 dB). 15 dB
+# (noise RMS 18% of the signal's) is far below that: a broken calibration (statistics of another
+# model or of garbage images, a wrong per-channel axis, saturating ranges), not quantization noise.
+INT8_SQNR_FLOOR_DB = 15.0
+DEFAULT_VERIFY_IMAGE = "000000000785.jpg"
+
+
+def _samples_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "runtime" / "samples"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from calib.dataset import DEFAULT_IMAGES, default_calib_dir
+    from calib.quantize import DEFAULT_METHOD, METHODS, default_cache_dir
+
+    parser = argparse.ArgumentParser(
+        prog="python -m calib",
+        description="Quantize an FP32 hrnet-deploy ONNX export to INT8 with explicit Q/DQ nodes (ONNX Runtime "
+                    "static quantization), calibrated on real images with the runtime's preprocessing; the decode "
+                    "and the final head layers stay float32.",
+        epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--onnx", type=Path, required=True, metavar="FILE",
+                        help="the FP32 export to quantize (from python -m export.onnx, without --simplify) (required)")
+    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                        help=f"calibration: percentile (99.999%% of |x|), entropy (KL threshold, slow) or minmax "
+                             f"(default: {DEFAULT_METHOD})")
+    parser.add_argument("--calib", type=Path, default=default_calib_dir(), metavar="DIR",
+                        help="folder of calibration images (JPEG/PNG) (default: the mini COCO val2017 set, "
+                             "../shared/data/coco_val2017_mini/images)")
+    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES, metavar="N",
+                        help=f"how many images of --calib, spread evenly over its sorted files (default: {DEFAULT_IMAGES})")
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), metavar="DIR",
+                        help="where calibration statistics are cached (default: ~/.cache/hrnet-deploy/calib or "
+                             "$HRNET_DEPLOY_CACHE/calib)")
+    parser.add_argument("--verify-image", type=Path, default=_samples_dir() / DEFAULT_VERIFY_IMAGE, metavar="IMAGE",
+                        help=f"image for the INT8 vs FP32 check (default: the bundled {DEFAULT_VERIFY_IMAGE})")
+    parser.add_argument("--skip-verify", action="store_true", help="write without the INT8 vs FP32 check (default: check)")
+    parser.add_argument("-o", "--output", type=Path, metavar="FILE",
+                        help="the .onnx file to write (default: STEM.int8.onnx in the current folder, e.g. w32.int8.onnx)")
+    return parser
+
+
+def _stage(text: str) -> None:
+    print(text, flush=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def run(args: argparse.Namespace) -> int:
+    require("onnx", "export")
+    require("onnxruntime", "export")
+    from tqdm import tqdm
+
+    from calib import quantize as q
+    from calib.dataset import image_list_digest, list_images
+    from export.onnx import compare_precision, prepared_feed, set_metadata, write_model
+
+    target = args.output or Path(f"{args.onnx.stem}.int8.onnx")
+    if target.suffix != ".onnx":
+        raise UserError(f"-o {target}: the output file must end in .onnx")
+    if target.is_dir():
+        raise UserError(f"-o {target}: is a directory; give a file name such as {target / 'w32.int8.onnx'}")
+    if target.exists() and args.onnx.exists() and target.resolve() == args.onnx.resolve():
+        raise UserError(f"-o {target}: would overwrite the FP32 model it is made from; choose another name")
+    if not args.skip_verify and not args.verify_image.is_file():
+        raise UserError(f"--verify-image {args.verify_image}: no such image file")
+    paths = list_images(args.calib, args.images)
+
+    _stage(f"[1/4] reading {args.onnx}")
+    source = q.open_source(args.onnx)
+    meta = source.metadata
+    steps = q.plan(source.model)
+    _stage(f"      HigherHRNet-{meta.arch.upper()} input {meta.input_size}, scales {list(meta.decode.scales)}, "
+           f"weights {meta.checkpoint}; {len(steps.quantize)} network nodes to quantize "
+           f"({', '.join(q.QUANTIZED_OP_TYPES)}), {len(steps.final_layers)} final layers and the decode kept float32")
+
+    images_sha = image_list_digest(paths)
+    key = q.cache_key(source.sha256, args.method, images_sha, steps.activations)
+    cache = q.cache_file(args.cache_dir, meta, args.method, key)
+    _stage(f"[2/4] calibration: {args.method}, {len(paths)} images from {args.calib} "
+           f"(each at its own input size), {len(steps.activations)} activations")
+    start = time.perf_counter()
+    hit = cache.is_file()
+    if not hit:
+        with tqdm(total=len(paths), unit="img", disable=not sys.stderr.isatty()) as progress:
+            q.calibrate(source, steps, args.method, paths, cache, on_image=lambda _: progress.update())
+    _stage(f"      {'cache hit' if hit else 'statistics written to'} {cache} ({time.perf_counter() - start:.1f} s)")
+
+    _stage("[3/4] quantizing (ONNX Runtime quantize_static, QDQ, symmetric int8, per-channel weights)")
+    start = time.perf_counter()
+    model = q.quantize(source, steps, args.method, cache)
+    violations = q.float_region_violations(model, set(steps.quantize))
+    if violations:  # keep_float_region guarantees none; a failure here is a bug, not a user error
+        raise AssertionError(f"float nodes still read DequantizeLinear outputs: {violations[:3]}")
+    set_metadata(model, q.int8_props(source, args.method, len(paths), images_sha, key))
+    counts = ", ".join(f"{count} {name}" for name, count in q.qdq_summary(model).items())
+    _stage(f"      {counts} ({time.perf_counter() - start:.1f} s)")
+    temporary = write_model(model, target)
+    try:
+        if args.skip_verify:
+            import onnx
+
+            onnx.checker.check_model(str(temporary))
+            _stage("[4/4] onnx.checker passed; INT8 vs FP32 check skipped (--skip-verify)")
+        else:
+            import onnx
+
+            from runtime.backends.onnx_backend import OnnxBackend
+
+            onnx.checker.check_model(str(temporary))
+            feed = prepared_feed(meta, args.verify_image)
+            with OnnxBackend(source.path) as fp32, OnnxBackend(temporary) as int8:
+                reference, outputs = fp32.run(feed), int8.run(feed)
+            comparison = compare_precision(reference, outputs)
+            _stage(f"[4/4] onnx.checker passed; INT8 vs FP32 in ONNX Runtime (CPU) on {args.verify_image.name}, "
+                   f"SQNR floor {INT8_SQNR_FLOOR_DB:g} dB:")
+            for line in comparison.lines():
+                _stage(line)
+            if not comparison.ok(INT8_SQNR_FLOOR_DB):
+                print(f"error: the INT8 model's SQNR is below {INT8_SQNR_FLOOR_DB:g} dB against FP32 (broken "
+                      f"calibration?); {target} was not written", file=sys.stderr)
+                return 1
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, target)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    _stage(f"wrote {target} ({target.stat().st_size / 1024**2:.1f} MiB, precision int8)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from runtime.cli import run_cli
+
+    return run_cli(build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

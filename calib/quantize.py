@@ -1,0 +1,372 @@
+"""INT8 post-training quantization of an exported DecodeGraph: explicit Q/DQ, for TensorRT.
+
+What gets quantized
+-------------------
+Only the network: its Conv, ConvTranspose and Add nodes (named ``/network/...`` by the exporter),
+minus the two ``keypoint_head.final_layers`` 1×1 convolutions that produce the heatmaps and tags.
+Everything before (uint8 → float normalize) and after (stage/flip averaging, Resize, NMS MaxPool,
+TopK, Gather, the ±0.25 adjust) stays float32: SPEC §12's discrete decisions compare values a few
+1e-3 apart, which INT8 steps of the final layers' outputs would wipe out. After ONNX Runtime has
+placed its Q/DQ nodes, any float node that was handed a DequantizeLinear output (the quantizer
+rewires every reader of a quantized tensor, not only the quantized ones) is given the float tensor
+back, and Q/DQ nodes left without readers are removed — so no Q/DQ sits in front of the decode or
+the final layers.
+
+Q/DQ format (what TensorRT's explicit quantization takes, TensorRT 10 "Working with quantized types")
+------------------------------------------------------------------------------------------------------
+* ``QuantFormat.QDQ``; activations and weights ``QInt8`` and symmetric (zero point 0 —
+  ``ActivationSymmetric``/``WeightSymmetric``); weights per output channel (axis 0 for Conv, axis 1
+  for ConvTranspose, whose weight layout is ``[in, out, kh, kw]``), stored as int8 initializers
+  read by a DequantizeLinear.
+* Bias left float (``QuantizeBias=False``): the TensorRT ONNX parser takes DequantizeLinear on 8-bit
+  tensors only; it fuses the float bias into the INT8 convolution itself.
+* Q/DQ on the inputs of the quantized ops only (``OpTypesToExcludeOutputQuantization``), one pair
+  per reading node (``DedicatedQDQPair``) — TensorRT's placement advice: quantize what weighted
+  layers and residual Adds read, let the fusions decide the output precision.
+
+ONNX Runtime (CPU) runs the same file: it is how INT8 accuracy is measured here without a GPU. Its
+speed there says little about TensorRT: with Q/DQ only in front of the convolutions, ONNX Runtime's
+CPU provider dequantizes and convolves in float for most layers.
+
+Calibration
+-----------
+Statistics come from real images through the runtime preprocessing (``calib.dataset``), one image
+per calibrator pass, over exactly the tensors the quantizer needs (the activation inputs of the
+nodes above), with one of ONNX Runtime's calibrators (all symmetric, as the Q/DQ are):
+
+* ``percentile`` (default): |x| histogram (2048 bins), range at the 99.999th percentile: robust to the
+  few extreme activations a handful of images produce;
+* ``entropy``: the KL-divergence threshold search of TensorRT's entropy calibrator (2048 bins, 128
+  quantized bins; ONNX Runtime's pure-Python search takes minutes for ~500 tensors);
+* ``minmax``: the full observed range.
+
+The statistics are cached on disk as ONNX Runtime's own calibration-cache JSON (written atomically
+by ONNX Runtime), keyed by the model file's sha256, the method and its settings, the images (names
+and bytes) and the ONNX Runtime version: a rerun skips calibration.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from runtime.errors import UserError
+from runtime.files import cache_dir, file_sha256
+from runtime.metadata import ModelMetadata
+
+METHODS = ("percentile", "entropy", "minmax")
+DEFAULT_METHOD = "percentile"
+QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "Add")
+NETWORK_SCOPE = "/network/"
+# The two head output convolutions (and their copies for further scales: final_layers.0_1 ...).
+FINAL_LAYER = re.compile(r"/keypoint_head/final_layers\.\d+(_\d+)?/")
+# Calibrator settings per method (ONNX Runtime's create_calibrator options); part of the cache key.
+CALIBRATOR_OPTIONS = {
+    "percentile": {"symmetric": True, "num_bins": 2048, "percentile": 99.999},
+    "entropy": {"symmetric": True, "num_bins": 2048, "num_quantized_bins": 128},
+    "minmax": {"symmetric": True},
+}
+QUANTIZER_OPTIONS = {
+    "ActivationSymmetric": True,
+    "WeightSymmetric": True,
+    "QuantizeBias": False,
+    "AddQDQPairToWeight": False,
+    "DedicatedQDQPair": True,
+    "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES),
+    "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
+}
+CACHE_FORMAT = 1  # bump when what the cache holds changes meaning
+REEXPORT = "export an FP32 model with python -m export.onnx (without --simplify) and quantize that"
+
+
+def default_cache_dir() -> Path:
+    """``calib/`` in the toolkit's cache folder (beside the checkpoint cache)."""
+    return cache_dir() / "calib"
+
+
+# ----------------------------------------------------------------------------------------------
+# The source model
+
+
+@dataclass(frozen=True)
+class Source:
+    """An FP32 hrnet-deploy ONNX file: its graph (weights inside, shared weights inlined), metadata, digest."""
+
+    path: Path
+    model: object  # onnx.ModelProto
+    metadata: ModelMetadata
+    props: dict[str, str]
+    sha256: str
+
+
+def open_source(path: Path) -> Source:
+    """Load and check the model to quantize; every problem a user can fix is a one-line UserError."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--onnx {path}: no such file; {REEXPORT}")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - protobuf reports bad files with several exception types
+        raise UserError(f"--onnx {path}: not a readable ONNX file ({' '.join(str(exc).split())[:160]})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if not any(key.startswith("hrnet_deploy.") for key in props):
+        raise UserError(f"--onnx {path}: not an hrnet-deploy export (no hrnet_deploy metadata); {REEXPORT}")
+    try:
+        metadata = ModelMetadata.from_props(props)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"--onnx {path}: its hrnet_deploy metadata is damaged ({exc}); {REEXPORT}") from None
+    if metadata.precision != "fp32":
+        raise UserError(f"--onnx {path}: this file is {metadata.precision}; INT8 calibration starts from the FP32 "
+                        f"export ({REEXPORT})")
+    inline_shared_weights(model)
+    return Source(path, model, metadata, props, file_sha256(path))
+
+
+def inline_shared_weights(model) -> int:
+    """Let every reader of ``Identity(initializer)`` read the initializer itself; returns how many went.
+
+    A multi-scale export runs the network once per scale, and the exporter hands the second and third
+    copy their (shared) weights through Identity nodes. The quantizer only treats initializers as
+    weights; an Identity output would be taken for an activation without calibration statistics.
+    """
+    initializers = {t.name for t in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    alias = {node.output[0]: node.input[0] for node in model.graph.node
+             if node.op_type == "Identity" and node.input[0] in initializers and node.output[0] not in outputs}
+    if not alias:
+        return 0
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            if name in alias:
+                node.input[index] = alias[name]
+    for node in [n for n in model.graph.node if n.op_type == "Identity" and n.output[0] in alias]:
+        model.graph.node.remove(node)
+    return len(alias)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which nodes are quantized, which stay float on purpose, and the activations to calibrate."""
+
+    quantize: list[str]  # node names handed to the quantizer
+    final_layers: list[str]  # the head output convolutions, kept float
+    activations: list[str]  # float activation inputs of ``quantize`` (what calibration measures)
+
+
+def plan(model, quantize_final_layers: bool = False) -> Plan:
+    """Read the quantization plan off the exporter's node names (``/network/...`` scopes)."""
+    initializers = {t.name for t in model.graph.initializer}
+    constants = {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
+    network = [n for n in model.graph.node if n.name.startswith(NETWORK_SCOPE) and n.op_type in QUANTIZED_OP_TYPES]
+    final = [n.name for n in network if FINAL_LAYER.search(n.name)]
+    chosen = [n for n in network if quantize_final_layers or not FINAL_LAYER.search(n.name)]
+    if not chosen or not final:
+        raise UserError(f"the graph has no {NETWORK_SCOPE} convolutions or no final_layers: node names were changed "
+                        f"(a simplifier?) or it is not an hrnet-deploy DecodeGraph; {REEXPORT}")
+    activations = []
+    for node in chosen:
+        for name in node.input[:1] if node.op_type in ("Conv", "ConvTranspose") else node.input:
+            if name and name not in initializers and name not in constants and name not in activations:
+                activations.append(name)
+    return Plan([n.name for n in chosen], final, activations)
+
+
+# ----------------------------------------------------------------------------------------------
+# Calibration (cached)
+
+
+def cache_key(source_sha256: str, method: str, images_sha256: str, activations: list[str]) -> str:
+    """sha256 over everything the statistics depend on."""
+    import onnxruntime
+
+    payload = {"format": CACHE_FORMAT, "model": source_sha256, "method": method,
+               "options": CALIBRATOR_OPTIONS[method], "images": images_sha256,
+               "tensors": hashlib.sha256("\n".join(sorted(activations)).encode()).hexdigest(),
+               "onnxruntime": onnxruntime.__version__}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def cache_file(cache_dir: Path, metadata: ModelMetadata, method: str, key: str) -> Path:
+    return Path(cache_dir) / f"{metadata.arch}-{metadata.input_size}-{method}-{key[:24]}.json"
+
+
+def _method_enum(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy,
+            "minmax": CalibrationMethod.MinMax}[method]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """ONNX Runtime's quantization tools print and log progress of their own; keep the CLI's output ours."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def _calibrator(model_path: Path, folder: Path, method: str, activations: list[str]):
+    """ONNX Runtime's calibrator for ``method``, measuring exactly ``activations``."""
+    from onnxruntime.quantization import calibrate
+
+    base = {"percentile": calibrate.PercentileCalibrater, "entropy": calibrate.EntropyCalibrater,
+            "minmax": calibrate.MinMaxCalibrater}[method]
+    wanted = set(activations)
+
+    class Calibrator(base):
+        def select_tensors_to_calibrate(self, model):
+            tensors, value_infos = super().select_tensors_to_calibrate(model)
+            missing = wanted - tensors
+            if missing:
+                raise UserError(f"cannot calibrate {sorted(missing)[:3]}: no float type known for them; {REEXPORT}")
+            return tensors & wanted, value_infos
+
+    calibrator = Calibrator(str(model_path), list(QUANTIZED_OP_TYPES), str(folder / "augmented.onnx"),
+                            **CALIBRATOR_OPTIONS[method])
+    calibrator.augment_graph()
+    calibrator.create_inference_session()
+    return calibrator
+
+
+def calibrate(source: Source, steps: Plan, method: str, paths: list[Path], cache: Path,
+              on_image: Callable[[Path], None] | None = None) -> bool:
+    """Write the calibration cache for ``source`` unless it is there; returns True on a cache hit."""
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    from calib.dataset import CalibrationImages
+
+    if cache.is_file():
+        return True
+    import onnx
+
+    reader = CalibrationImages(paths, source.metadata, on_image)
+    with tempfile.TemporaryDirectory(prefix="hrnet-calib-") as folder, _quiet():
+        model_path = Path(folder) / "source.onnx"
+        onnx.save_model(source.model, str(model_path))  # the graph as open_source left it
+        calibrator = _calibrator(model_path, Path(folder), method, steps.activations)
+        for index in range(len(paths)):  # one image per pass: memory holds one image's activations
+            reader.set_range(index, index + 1)
+            calibrator.collect_data(reader)
+        ranges = calibrator.compute_data()
+        del calibrator
+    try:
+        save_tensors_data(ranges, cache)  # temporary file + rename (ONNX Runtime's own writer)
+    except OSError as exc:
+        raise UserError(f"cannot write the calibration cache {cache} ({exc.strerror}); pass --cache-dir DIR") from None
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Quantization
+
+
+def quantize(source: Source, steps: Plan, method: str, cache: Path):
+    """Q/DQ model from the cached statistics, decode and final layers float; returns the ModelProto."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    try:
+        load_tensors_data(cache)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a cache file damaged or edited by hand
+        raise UserError(f"calibration cache {cache} is unreadable ({type(exc).__name__}: {exc}); "
+                        f"delete it and run again") from None
+    with tempfile.TemporaryDirectory(prefix="hrnet-quant-") as folder, _quiet():
+        raw = Path(folder) / "quantized.onnx"
+        quantize_static(source.model, str(raw), None, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True, reduce_range=False,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        nodes_to_quantize=steps.quantize, calibrate_method=_method_enum(method),
+                        extra_options=dict(QUANTIZER_OPTIONS), calibration_cache_path=str(cache))
+        model = onnx.load(str(raw))
+    keep_float_region(model, set(steps.quantize))
+    return model
+
+
+def keep_float_region(model, quantized: set[str]) -> int:
+    """Give every node outside ``quantized`` its float inputs back; drop Q/DQ nodes nobody reads.
+
+    Returns how many inputs were rewired.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    rewired = 0
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.name in quantized:
+            continue
+        for index, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producers.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                continue  # a weight (int8 initializer): only quantized nodes read those
+            node.input[index] = q.input[0]
+            rewired += 1
+    _drop_unread(model)
+    return rewired
+
+
+def _drop_unread(model) -> None:
+    """Remove Q/DQ nodes whose outputs nobody reads, then initializers nobody reads."""
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        read = {name for node in model.graph.node for name in node.input} | outputs
+        dead = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(out in read for out in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            model.graph.node.remove(node)
+    read = {name for node in model.graph.node for name in node.input}
+    unused = [t for t in model.graph.initializer if t.name not in read]
+    for tensor in unused:
+        model.graph.initializer.remove(tensor)
+
+
+def int8_props(source: Source, method: str, images: int, images_sha256: str, key: str) -> dict[str, str]:
+    """The source's metadata with ``precision`` int8, plus what the calibration was."""
+    import onnxruntime
+
+    props = {k: v for k, v in source.props.items() if not k.startswith("hrnet_deploy.")}
+    props.update(replace(source.metadata, precision="int8").to_props())
+    props.update({"calib.method": method, "calib.options": json.dumps(CALIBRATOR_OPTIONS[method], sort_keys=True),
+                  "calib.images": str(images), "calib.images_sha256": images_sha256,
+                  "calib.source_sha256": source.sha256, "calib.cache_key": key,
+                  "calib.onnxruntime_version": onnxruntime.__version__,
+                  "calib.quantized_op_types": ",".join(QUANTIZED_OP_TYPES)})
+    return props
+
+
+def qdq_summary(model) -> dict[str, int]:
+    """Counts for the CLI: Q and DQ nodes, quantized convolutions (int8 weights behind a DQ)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    int8 = sum(1 for n in convs if (p := producers.get(n.input[1])) is not None and p.op_type == "DequantizeLinear")
+    return {"QuantizeLinear": sum(n.op_type == "QuantizeLinear" for n in model.graph.node),
+            "DequantizeLinear": sum(n.op_type == "DequantizeLinear" for n in model.graph.node),
+            "int8 convolutions": int8, "float convolutions": len(convs) - int8}
+
+
+def float_region_violations(model, quantized: set[str]) -> list[str]:
+    """Nodes outside ``quantized`` that read a DequantizeLinear output (should be none)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    bad = []
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.name in quantized:
+            continue
+        if any((p := producers.get(name)) is not None and p.op_type == "DequantizeLinear" for name in node.input):
+            bad.append(node.name)
+    return bad

@@ -1,0 +1,504 @@
+"""Grouping (SPEC §7) and refine (SPEC §8) on a CUDA device, from the sources of runtime.grouping.
+
+What runs where
+---------------
+``runtime.grouping`` holds the algorithm once, as plain functions over preallocated arrays.  This
+module compiles those same functions with ``numba.cuda.jit(device=True)`` (through
+``grouping.compile_cores``) and wraps them in four small kernels:
+
+1. **group** (one thread): grouping is sequential (each joint's assignment depends on the
+   persons made so far), so one thread runs ``_group`` for the image and writes the persons and
+   their count into device buffers.
+2. **person step** (one block): per person, the score (``_person_score``, taken before refine)
+   and the tag refine compares against (``_prev_tag``); then, per joint, the list of persons
+   that miss it (``_misses_joint``).
+3. **search** (grid: pixel tiles x 17 joints): the dense part of refine.  Each thread loads a few
+   pixels of one joint's heatmap and tag map once and scores them for every person on that
+   joint's list (``_refine_score``), keeping its own first maximum per person.  Across threads
+   and blocks the first row-major maximum is found with an exact, order-free reduction: a score
+   and its pixel are packed into one int64 key (see ``_score_key``) whose maximum is the
+   highest score at the lowest pixel index, reduced with ``atomic.max`` first in shared memory,
+   then into one key per (joint, person).  ``max`` is associative and commutative, so the
+   result does not depend on scheduling.
+4. **write** (a block per joint, a thread per person): ``_write_refined`` turns the winning
+   pixel into the refined joint, exactly as the host does.
+
+The maps are read where they are: numba device arrays and any object with
+``__cuda_array_interface__`` (ONNX Runtime / TensorRT output buffers, CuPy, torch) are used in
+place; NumPy inputs are copied into device buffers kept for the next call.  Only the people come
+back: the count, then ``count x 17 x 5`` joints and ``count`` scores.
+
+Bit-identical to the host, and FMA contraction
+----------------------------------------------
+Parity needs every float multiply and add rounded on its own.  numba's CPU target never fuses
+them without fastmath, but NVVM does: ``fastmath=False`` in numba-cuda only keeps
+``ftz``/approximate division and square root off, while NVVM's own ``-fma`` option (default 1)
+still contracts ``a * b + c``, and numba-cuda (0.30) exposes no option to turn it off.  Compiled
+to PTX for sm_90 with numba-cuda 0.30.4 and NVVM 13.5, ``np.float32(np.float32(a * b) +
+np.float32(c * d))`` becomes ``mul.f32`` + ``fma.rn.f32`` (and the float64 version
+``fma.rn.f64``): the ``np.float32`` casts are no-ops to the compiler and do not stop it.
+runtime.grouping therefore routes every product that feeds an addition through ``_mul32`` /
+``_mul64``, and this build replaces them with ``libdevice.fmul_rn`` / ``dmul_rn``
+(``__fmul_rn`` / ``__dmul_rn``: "never merged into a multiply-add"), which compile to
+``mul.rn.f32`` / ``mul.rn.f64``; PTX arithmetic with an explicit rounding mode is not contracted
+by ptxas either.  ``tests/test_cuda_grouping.py`` compiles every kernel to PTX (when libNVVM is
+installed; no GPU needed) and checks that no ``fma``, ``.ftz`` or ``.approx`` instruction is
+left, and that the same build with plain products does have FMAs.  Assembled once by hand with
+ptxas 13.5 for sm_90: the search and group kernels hold 14 fewer FFMA / DFMA than the plain
+build (and 14 more FMUL + FADD / DMUL + DADD); the FFMA / DFMA left belong to the correctly
+rounded division and square root (``div.rn.f32`` and ``sqrt.rn`` alone assemble to such
+sequences).  The simulator (``NUMBA_ENABLE_CUDASIM=1``) runs these functions as Python with
+NumPy scalars, where nothing is ever fused, so it cannot show any of this; results on real
+hardware are only checked by the ``gpu`` test.
+
+Under the simulator the two products keep their plain definitions (the libdevice functions have
+no Python implementation) and the float bit pattern is read with NumPy instead of
+``libdevice.float_as_int``; everything else is the code the GPU runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+import warnings
+
+import numpy as np
+
+from runtime import grouping
+from runtime.errors import UserError
+
+# What the kernels below call.  Here these are only placeholders (host functions, None):
+# _device_build clones every kernel and helper into a namespace where the same names are the
+# device-compiled cores, numba.cuda, numba.cuda.libdevice and the bit-pattern primitive.
+from runtime.grouping import (
+    _group,
+    _misses_joint,
+    _person_score,
+    _prev_tag,
+    _refine_score,
+    _write_refined,
+)
+
+cuda = libdevice = _float_bits = None
+
+__all__ = ["DeviceDecoder", "decode_people_device"]
+
+NUM_JOINTS = grouping.NUM_JOINTS
+
+# Smallest int64: the key of "no pixel yet" (every real key is larger, see _score_key).
+_KEY_NONE = -9223372036854775808
+_LOW32 = 4294967295
+_HIGH32 = 4294967296
+# Pixels each search thread loads (held in registers while it scores every person).
+_PIXELS_PER_THREAD = 8
+# Persons whose block keys sit in shared memory at a time.
+_PERSON_CHUNK = 64
+_INSTALL = "pip install 'hrnet-deploy[gpu]' (numba-cuda, cuda-python)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Device functions and kernels (plain Python; _device_build compiles clones of them)
+# ---------------------------------------------------------------------------------------------
+
+
+def _mul32_rn(a, b):
+    return libdevice.fmul_rn(a, b)
+
+
+def _mul64_rn(a, b):
+    return libdevice.dmul_rn(a, b)
+
+
+def _float_bits_libdevice(x):
+    return libdevice.float_as_int(x)
+
+
+def _float_bits_numpy(x):
+    return int(np.float32(x).view(np.int32))
+
+
+def _score_key(score, at):
+    """int64 key that orders (score, pixel) as refine's argmax does: higher score first, then
+    the lower row-major pixel index ``at`` (< 2**32).
+
+    The high 32 bits are the float32 bit pattern made order-preserving as a signed integer
+    (negative floats get their magnitude bits flipped); -0.0 counts as +0.0 because the host's
+    ``score > best`` does not tell them apart.  The low 32 bits are ``2**32 - 1 - at``.  NaN
+    and -inf never reach here (no pixel scoring them is ever chosen), so every key is larger
+    than ``_KEY_NONE``.
+    """
+    bits = 0
+    if score != 0.0:
+        bits = _float_bits(score)
+        if bits < 0:
+            bits = bits ^ 0x7FFFFFFF
+    return np.int64(bits) * _HIGH32 + (_LOW32 - at)
+
+
+def _key_pixel(key):
+    """The pixel of a key; pixel 0 for ``_KEY_NONE`` (the host's start value of the search)."""
+    if key == _KEY_NONE:
+        return 0
+    return _LOW32 - (key & _LOW32)
+
+
+def _group_kernel(cand, det_thr, tag_thr, persons, keys, tag_list, tag_len, means, sel, dist,
+                  C, marked, row_cov, col_cov, path, pairs, count):
+    if cuda.grid(1) == 0:
+        count[0] = _group(cand, det_thr, tag_thr, persons, keys, tag_list,
+                          tag_len, means, sel, dist, C, marked, row_cov, col_cov, path, pairs)
+
+
+def _person_kernel(persons, count, tags, scores, prev, has_prev, who, n_who, best_key):
+    t = cuda.threadIdx.x
+    n_threads = cuda.blockDim.x
+    n_persons = count[0]
+    for p in range(t, n_persons, n_threads):
+        scores[p] = _person_score(persons, p)
+        has_prev[p] = 1 if _prev_tag(persons, p, tags, prev) > 0 else 0
+    cuda.syncthreads()
+    for j in range(t, persons.shape[1], n_threads):
+        n = 0
+        for p in range(n_persons):
+            if _misses_joint(persons, p, j, has_prev):
+                who[j, n] = p
+                best_key[j, n] = _KEY_NONE
+                n += 1
+        n_who[j] = n
+
+
+def _search_kernel(heatmap, tags, prev, who, n_who, best_key):
+    j = cuda.blockIdx.y
+    n = n_who[j]
+    if n == 0:  # the same for the whole block
+        return
+    t = cuda.threadIdx.x
+    n_threads = cuda.blockDim.x
+    width = heatmap.shape[2]
+    n_pixels = heatmap.shape[1] * width
+
+    # This thread's pixels: row-major, n_threads apart (neighbouring threads read neighbours).
+    h = cuda.local.array(_PIXELS_PER_THREAD, np.float32)
+    g0 = cuda.local.array(_PIXELS_PER_THREAD, np.float32)
+    g1 = cuda.local.array(_PIXELS_PER_THREAD, np.float32)
+    at = cuda.local.array(_PIXELS_PER_THREAD, np.int64)
+    m = 0
+    first = cuda.blockIdx.x * n_threads * _PIXELS_PER_THREAD + t
+    for i in range(_PIXELS_PER_THREAD):
+        pixel = first + i * n_threads
+        if pixel < n_pixels:
+            y = pixel // width
+            x = pixel - y * width
+            h[m] = heatmap[j, y, x]
+            g0[m] = tags[j, y, x, 0]
+            g1[m] = tags[j, y, x, 1]
+            at[m] = pixel
+            m += 1
+
+    block_key = cuda.shared.array(_PERSON_CHUNK, np.int64)
+    for c0 in range(0, n, _PERSON_CHUNK):
+        chunk = min(_PERSON_CHUNK, n - c0)
+        cuda.syncthreads()  # the previous chunk's keys are no longer read
+        for c in range(t, chunk, n_threads):
+            block_key[c] = _KEY_NONE
+        cuda.syncthreads()
+        for k in range(chunk):
+            c = (k + t) % chunk  # neighbouring threads update different keys
+            p = who[j, c0 + c]
+            p0 = prev[p, 0]
+            p1 = prev[p, 1]
+            # this thread's first maximum, as the host scans: strict '>' in pixel order, so
+            # NaN and -inf never win and equal scores (-0.0 == +0.0 included) keep the first
+            best = np.float32(-np.inf)
+            best_at = -1
+            for i in range(m):
+                score = _refine_score(h[i], g0[i], g1[i], p0, p1)
+                if score > best:
+                    best = score
+                    best_at = at[i]
+            if best_at >= 0:
+                cuda.atomic.max(block_key, c, _score_key(best, best_at))
+        cuda.syncthreads()
+        for c in range(t, chunk, n_threads):
+            if block_key[c] != _KEY_NONE:
+                cuda.atomic.max(best_key, (j, c0 + c), block_key[c])
+
+
+def _write_kernel(persons, heatmap, who, n_who, best_key):
+    j = cuda.blockIdx.x
+    for q in range(cuda.threadIdx.x, n_who[j], cuda.blockDim.x):
+        _write_refined(j, who[j, q], _key_pixel(best_key[j, q]), persons, heatmap)
+
+
+# ---------------------------------------------------------------------------------------------
+# The device build
+# ---------------------------------------------------------------------------------------------
+
+
+def _import_cuda():
+    """``(numba.cuda, simulator?)``, or a UserError that says what is missing."""
+    try:
+        import numba
+        from numba import cuda
+    except Exception as exc:  # ImportError, or numba-cuda failing at import (numpy >= 2.5)
+        raise UserError(f"numba.cuda cannot be imported ({exc}): {_INSTALL}") from None
+    if numba.config.ENABLE_CUDASIM:
+        return cuda, True
+    try:
+        available = cuda.is_available()
+    except Exception:
+        available = False
+    if not available:
+        raise UserError("CUDA post-processing needs an NVIDIA GPU with its driver and "
+                        f"numba-cuda; none is usable here ({_INSTALL}; or set "
+                        "NUMBA_ENABLE_CUDASIM=1 to run the kernels on the slow CPU simulator)")
+    return cuda, False
+
+
+@functools.cache
+def _build() -> types.SimpleNamespace:
+    """The device build for this process (compiled when a kernel is first launched)."""
+    return _device_build(*_import_cuda())
+
+
+def _device_build(cuda, simulator: bool) -> types.SimpleNamespace:
+    """Cores of runtime.grouping and the kernels above, as ``numba.cuda.jit`` dispatchers.
+
+    Nothing is compiled here: numba-cuda compiles each kernel (and the device functions it
+    calls) for the argument types and the current GPU at its first launch.
+    """
+    namespace = dict(vars(grouping))
+    namespace.update(cuda=cuda, _KEY_NONE=_KEY_NONE, _LOW32=_LOW32, _HIGH32=_HIGH32,
+                     _PIXELS_PER_THREAD=_PIXELS_PER_THREAD, _PERSON_CHUNK=_PERSON_CHUNK)
+    device = cuda.jit(device=True)
+    if simulator:
+        primitives = {"_float_bits": _float_bits_numpy}
+    else:
+        from numba.cuda import libdevice
+
+        namespace["libdevice"] = libdevice
+        primitives = {"_mul32": _mul32_rn, "_mul64": _mul64_rn,
+                      "_float_bits": _float_bits_libdevice}
+    for name, fn in primitives.items():
+        namespace[name] = device(grouping._clone(fn, namespace))
+    names = tuple(name for name in grouping._CORE_NAMES if name not in primitives)
+    grouping.compile_cores(device, names, namespace)
+    for fn in (_score_key, _key_pixel):
+        namespace[fn.__name__] = device(grouping._clone(fn, namespace))
+    kernels = {name: cuda.jit(grouping._clone(fn, namespace))
+               for name, fn in (("group", _group_kernel), ("person", _person_kernel),
+                                ("search", _search_kernel), ("write", _write_kernel))}
+    from numba.cuda.cudadrv import devicearray
+
+    return types.SimpleNamespace(cuda=cuda, simulator=simulator, namespace=namespace,
+                                 is_device_array=devicearray.is_cuda_ndarray, **kernels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+class DeviceDecoder:
+    """Runs grouping and refine on the device; work buffers are kept and reused per shape.
+
+    ``stream``: a numba stream (``numba.cuda.stream()``, or ``numba.cuda.external_stream(ptr)``
+    for the stream a TensorRT engine or ONNX Runtime session writes its outputs on); 0 is the
+    default stream.  ``threads_per_block`` sets the block size of the person, search and write
+    kernels (small values make more blocks; the result never depends on it).
+
+    Example::
+
+        decoder = DeviceDecoder()
+        persons, scores = decoder.decode(outputs["candidates"][0], outputs["heatmap"][0],
+                                         outputs["tags"][0])
+    """
+
+    def __init__(self, stream=0, threads_per_block: int = 128):
+        if threads_per_block < 1:
+            raise ValueError(f"threads_per_block must be >= 1, got {threads_per_block}")
+        self._dev = _build()
+        self._cuda = self._dev.cuda
+        self.stream = stream
+        self.threads = int(threads_per_block)
+        self._group_work = None  # buffers for one candidate count K
+        self._refine_work = None  # buffers for one person capacity
+        self._uploads = {}  # name -> device copy of the last NumPy input of that name
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def _device_input(self, array, name):
+        """A float32 device view of ``array``: device arrays as they are, NumPy copied over."""
+        cuda = self._cuda
+        if self._dev.is_device_array(array):
+            view = array
+        elif hasattr(array, "__cuda_array_interface__"):
+            view = cuda.as_cuda_array(array)
+        else:
+            host = np.ascontiguousarray(array, dtype=np.float32)
+            view = self._uploads.get(name)
+            if view is None or view.shape != host.shape:
+                view = cuda.device_array(host.shape, np.float32, stream=self.stream)
+                self._uploads[name] = view
+            view.copy_to_device(host, stream=self.stream)
+            return view
+        if np.dtype(view.dtype) != np.float32:
+            raise ValueError(f"{name} must be float32 on the device, got {np.dtype(view.dtype)}")
+        return view
+
+    def _candidates(self, candidates):
+        cand = self._device_input(candidates, "candidates")
+        if len(cand.shape) != 3 or cand.shape[0] != NUM_JOINTS or cand.shape[2] != 5:
+            raise ValueError(f"group: candidates must be [17, K, 5], got shape {tuple(cand.shape)}")
+        return cand
+
+    def _maps(self, heatmap, tags):
+        heat = self._device_input(heatmap, "heatmap")
+        if len(heat.shape) != 3 or heat.shape[0] != NUM_JOINTS or 0 in heat.shape:
+            raise ValueError(f"refine: heatmap must be [17, H, W], got shape {tuple(heat.shape)}")
+        tag = self._device_input(tags, "tags")
+        if tuple(tag.shape) != tuple(heat.shape) + (2,):
+            raise ValueError(f"refine: tags must be {tuple(heat.shape) + (2,)}, got shape "
+                             f"{tuple(tag.shape)}")
+        if heat.shape[1] * heat.shape[2] > _LOW32:
+            raise ValueError(f"refine: maps of {heat.shape[1]}x{heat.shape[2]} pixels are too large")
+        return heat, tag
+
+    # -- work buffers (allocated when the shape changes, otherwise reused) --------------------
+
+    def _group_buffers(self, n_k):
+        work = self._group_work
+        if work is None or work.n_k != n_k:
+            cuda, stream = self._cuda, self.stream
+            n_max = NUM_JOINTS * n_k
+            n = max(n_k, n_max)
+
+            def empty(shape, dtype):
+                return cuda.device_array(shape, dtype, stream=stream)
+
+            work = types.SimpleNamespace(
+                n_k=n_k, persons=empty((n_max, NUM_JOINTS, 5), np.float32),
+                keys=empty(n_max, np.float32), tag_list=empty((n_max, NUM_JOINTS, 2), np.float32),
+                tag_len=empty(n_max, np.int64), means=empty((n_max, 2), np.float32),
+                sel=empty(n_k, np.int64), dist=empty((n_k, n_max), np.float64),
+                C=empty((n, n), np.float64), marked=empty((n, n), np.int8),
+                row_cov=empty(n, np.int8), col_cov=empty(n, np.int8),
+                path=empty((2 * n, 2), np.int64), pairs=empty((n, 2), np.int64),
+                count=empty(1, np.int64))
+            self._group_work = work
+        return work
+
+    def _refine_buffers(self, capacity):
+        work = self._refine_work
+        if work is None or work.capacity != capacity:
+            cuda, stream = self._cuda, self.stream
+
+            def empty(shape, dtype):
+                return cuda.device_array(shape, dtype, stream=stream)
+
+            work = types.SimpleNamespace(
+                capacity=capacity, scores=empty(capacity, np.float32),
+                prev=empty((capacity, 2), np.float32), has_prev=empty(capacity, np.int8),
+                who=empty((NUM_JOINTS, capacity), np.int64), n_who=empty(NUM_JOINTS, np.int64),
+                best_key=empty((NUM_JOINTS, capacity), np.int64))
+            self._refine_work = work
+        return work
+
+    # -- launches ------------------------------------------------------------------------------
+
+    def _launch(self, kernel, grid, block, *args):
+        with warnings.catch_warnings():
+            # numba-cuda warns about grids below 128 blocks; group, person and write are small
+            # on purpose
+            warnings.filterwarnings("ignore", message="Grid size .* low occupancy")
+            kernel[grid, block, self.stream](*args)
+
+    def _launch_group(self, cand, detection_threshold, tag_threshold):
+        work = self._group_buffers(cand.shape[1])
+        self._launch(self._dev.group, 1, 1, cand, float(detection_threshold),
+                     float(tag_threshold), work.persons, work.keys, work.tag_list, work.tag_len,
+                     work.means, work.sel, work.dist, work.C, work.marked, work.row_cov,
+                     work.col_cov, work.path, work.pairs, work.count)
+        return work
+
+    def _launch_refine(self, persons, count, heat, tag):
+        """Scores (before refine) and refine of the ``count`` persons in device ``persons``."""
+        dev, threads = self._dev, self.threads
+        work = self._refine_buffers(persons.shape[0])
+        self._launch(dev.person, 1, threads, persons, count, tag, work.scores, work.prev,
+                     work.has_prev, work.who, work.n_who, work.best_key)
+        tiles = -(-(heat.shape[1] * heat.shape[2]) // (threads * _PIXELS_PER_THREAD))
+        self._launch(dev.search, (tiles, NUM_JOINTS), threads, heat, tag, work.prev, work.who,
+                     work.n_who, work.best_key)
+        self._launch(dev.write, NUM_JOINTS, threads, persons, heat, work.who, work.n_who,
+                     work.best_key)
+        return work
+
+    def _copy_back(self, persons, count, scores=None):
+        """``count`` persons (and their scores) to the host: the only device -> host copies."""
+        stream = self.stream
+        host_count = count.copy_to_host(stream=stream)
+        self._synchronize()
+        n = int(host_count[0])
+        if n == 0:
+            out = np.zeros((0, NUM_JOINTS, 5), np.float32)
+            return out if scores is None else (out, np.zeros(0, np.float32))
+        out = persons[:n].copy_to_host(stream=stream)
+        host_scores = None if scores is None else scores[:n].copy_to_host(stream=stream)
+        self._synchronize()
+        return out if scores is None else (out, host_scores)
+
+    def _synchronize(self):
+        if not isinstance(self.stream, int):  # copies on the default stream (0) are blocking
+            self.stream.synchronize()
+
+    # -- the API, mirroring runtime.grouping -------------------------------------------------
+
+    def group(self, candidates, detection_threshold: float = 0.1,
+              tag_threshold: float = 1.0) -> np.ndarray:
+        """Like ``grouping.group``: persons float32 ``[P, 17, 5]`` from candidates ``[17, K, 5]``."""
+        cand = self._candidates(candidates)
+        if cand.shape[1] == 0:
+            return np.zeros((0, NUM_JOINTS, 5), np.float32)
+        work = self._launch_group(cand, detection_threshold, tag_threshold)
+        return self._copy_back(work.persons, work.count)
+
+    def decode(self, candidates, heatmap, tags, detection_threshold: float = 0.1,
+               tag_threshold: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``grouping.decode_people``: group, score, refine; returns ``(persons, scores)``."""
+        cand = self._candidates(candidates)
+        heat, tag = self._maps(heatmap, tags)
+        if cand.shape[1] == 0:
+            return np.zeros((0, NUM_JOINTS, 5), np.float32), np.zeros(0, np.float32)
+        work = self._launch_group(cand, detection_threshold, tag_threshold)
+        refined = self._launch_refine(work.persons, work.count, heat, tag)
+        return self._copy_back(work.persons, work.count, refined.scores)
+
+    def refine(self, persons: np.ndarray, heatmap, tags) -> None:
+        """Like ``grouping.refine``: fill missing joints of host ``persons [P, 17, 5]`` in place."""
+        if not isinstance(persons, np.ndarray) or persons.ndim != 3 or persons.shape[1:] != (
+                NUM_JOINTS, 5):
+            raise ValueError("refine: persons must be a [P, 17, 5] array")
+        heat, tag = self._maps(heatmap, tags)
+        if persons.shape[0] == 0:
+            return
+        cuda, stream = self._cuda, self.stream
+        on_device = cuda.to_device(np.ascontiguousarray(persons, dtype=np.float32), stream=stream)
+        count = cuda.to_device(np.array([persons.shape[0]], np.int64), stream=stream)
+        self._launch_refine(on_device, count, heat, tag)
+        persons[...] = self._copy_back(on_device, count)
+
+
+def decode_people_device(candidates, heatmap, tags, detection_threshold: float = 0.1,
+                         tag_threshold: float = 1.0, decoder: DeviceDecoder | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """``grouping.decode_people`` on the device: ``(persons [P, 17, 5], scores [P])`` float32.
+
+    ``candidates [17, K, 5]``, ``heatmap [17, H, W]`` and ``tags [17, H, W, 2]`` (float32) may be
+    NumPy arrays or device arrays (numba device arrays, anything with
+    ``__cuda_array_interface__``), which are read in place.  Pass a ``DeviceDecoder`` to reuse
+    its buffers (and stream) across calls; without one, a new decoder allocates them.  Raises
+    ``UserError`` when no CUDA device (nor the simulator) is usable.
+    """
+    decoder = decoder if decoder is not None else DeviceDecoder()
+    return decoder.decode(candidates, heatmap, tags, detection_threshold, tag_threshold)

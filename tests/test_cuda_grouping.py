@@ -1,0 +1,454 @@
+"""runtime.cuda_grouping (the device build) against runtime.grouping (the host build), bit for bit.
+
+Without a GPU the kernels run on numba's CUDA simulator.  ``NUMBA_ENABLE_CUDASIM`` is read once,
+when numba is first imported, and it swaps ``numba.cuda`` for the simulator for the whole
+process; so the simulator checks run in a subprocess (``python -m tests.test_cuda_grouping
+SUITE``) and this pytest process keeps the ordinary numba.  Each suite compares persons (count,
+order, every bit), scores and refined joints with the host build on random tie-heavy cases made
+by the generators of tests/test_grouping.py; a failure names the suite, case and seed.
+
+Other checks: the kernels compile for a real GPU target (PTX for sm_90; needs libNVVM, not a
+GPU) without fused multiply-adds; a clear UserError where CUDA is absent; and, with a GPU
+(marker ``gpu``), the real device path on the mini COCO set's decoded maps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import MINI, REPO, need
+
+# Simulator cases per suite (the simulator runs each kernel thread as a Python thread; a refine
+# case on a small map takes about a second).
+GROUP_CASES = 200
+DECODE_CASES = 28
+TIE_CASES = 17
+MAP_SIZES = [(12, 16), (13, 17), (16, 20), (20, 28), (24, 32)]
+THREADS = [8, 16, 32, 64]
+
+
+def run_suite(name: str, simulator: bool = True, timeout: int = 600) -> dict:
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    if simulator:
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
+    done = subprocess.run([sys.executable, "-m", "tests.test_cuda_grouping", name], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, f"suite {name} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def real_gpu() -> bool:
+    try:
+        import numba
+        from numba import cuda
+
+        return not numba.config.ENABLE_CUDASIM and cuda.is_available()
+    except Exception:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# pytest side
+# ---------------------------------------------------------------------------------------------
+
+
+def test_simulator_group_matches_host():
+    result = run_suite("group")
+    assert result["cases"] >= GROUP_CASES and result["persons"] > 5 * GROUP_CASES
+
+
+def test_simulator_decode_matches_host():
+    result = run_suite("decode")
+    assert result["cases"] == DECODE_CASES
+    assert result["refined"] > 10 * DECODE_CASES  # refine really filled joints
+
+
+def test_simulator_tie_heavy_refine_matches_host():
+    result = run_suite("ties")
+    assert result["cases"] >= TIE_CASES and result["chunked"] >= 1
+
+
+def test_simulator_inputs_buffers_and_errors():
+    result = run_suite("api")
+    assert result["cases"] > 0
+
+
+def test_kernels_compile_without_fma():
+    """Every kernel compiles to PTX for sm_90 (libNVVM only, no GPU) and the PTX holds no fused
+    multiply-add, flush-to-zero or approximate instruction; without the ``_mul32``/``_mul64``
+    swap NVVM would fuse (checked too, so the test cannot pass vacuously)."""
+    result = run_suite("ptx", simulator=False)
+    if "skip" in result:
+        pytest.skip(result["skip"])
+    for name, counts in result["kernels"].items():
+        assert counts == {"fma.": 0, ".ftz": 0, ".approx": 0}, (name, counts)
+    assert result["plain_products_fma"] > 0
+
+
+def test_user_error_without_cuda():
+    if real_gpu():
+        pytest.skip("a CUDA GPU is present")
+    import numba
+
+    if numba.config.ENABLE_CUDASIM:
+        pytest.skip("the CUDA simulator is enabled in this process")
+    from runtime import cuda_grouping
+    from runtime.errors import UserError
+
+    cuda_grouping._build.cache_clear()
+    with pytest.raises(UserError, match=r"hrnet-deploy\[gpu\].*NUMBA_ENABLE_CUDASIM"):
+        cuda_grouping.DeviceDecoder()
+
+
+@pytest.mark.gpu
+def test_gpu_mini_set_matches_host():
+    """The real device path on the decoded maps of the mini COCO set: NumPy inputs, numba device
+    arrays and (with a CUDA torch) torch tensors read through ``__cuda_array_interface__``."""
+    if not real_gpu():
+        pytest.skip("no CUDA GPU")
+    torch = pytest.importorskip("torch")
+    from numba import cuda
+
+    from runtime import grouping
+    from runtime.cuda_grouping import DeviceDecoder
+
+    decoder = DeviceDecoder(stream=cuda.stream())
+    checked = people = 0
+    device_time = host_time = 0.0
+    for name, cand, heatmap, tags in mini_set_maps(limit=40):
+        began = time.perf_counter()
+        expected, expected_scores = grouping.decode_people(cand, heatmap, tags)
+        host_time += time.perf_counter() - began
+        inputs = [(cand, heatmap, tags), tuple(cuda.to_device(a) for a in (cand, heatmap, tags))]
+        if torch.cuda.is_available():
+            inputs.append(tuple(torch.from_numpy(a).cuda() for a in (cand, heatmap, tags)))
+        for form, args in enumerate(inputs):
+            began = time.perf_counter()
+            persons, scores = decoder.decode(*args)
+            device_time += time.perf_counter() - began
+            assert same_bits(persons, expected) and same_bits(scores, expected_scores), (name, form)
+        checked += 1
+        people += len(expected)
+    assert checked > 0 and people > 0
+    print(f"\n{checked} images, {people} people: device {device_time:.3f} s over "
+          f"{len(inputs)} input forms, host {host_time:.3f} s")
+
+
+def mini_set_maps(limit: int):
+    """``(file name, candidates, heatmap, tags)`` of mini-set images: network outputs rendered
+    from the ground truth (benchmarks/render_outputs.py) through the exported decode."""
+    import torch
+
+    from benchmarks.coco import CocoSet
+    from benchmarks.render_outputs import render_raw_outputs
+    from export.graphs import Decode
+    from runtime.metadata import DecodeConfig
+    from runtime.preprocess import scale_geometry
+
+    mini = CocoSet.open(need(MINI / "images"), need(MINI / "person_keypoints.json"))
+    annotations = mini.annotations()
+    decode = Decode(DecodeConfig())
+    for image in mini.images[:limit]:
+        maps = render_raw_outputs(image.width, image.height, annotations.get(image.id, []), 512)
+        geometry = scale_geometry(image.width, image.height, 512)
+        outputs = [(torch.from_numpy(np.concatenate([maps["y0"], maps["y0_flip"]])),
+                    torch.from_numpy(np.concatenate([maps["y1"], maps["y1_flip"]])))]
+        with torch.inference_mode():
+            cand, heatmap, tags = decode(outputs, geometry.input_size[1], geometry.input_size[0])
+        yield image.path.name, cand[0].numpy(), heatmap[0].numpy(), tags[0].numpy()
+
+
+def same_bits(a, b) -> bool:
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    b = np.ascontiguousarray(b, dtype=np.float32)
+    return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Suites (run in the subprocess)
+# ---------------------------------------------------------------------------------------------
+
+
+def _decoders():
+    from runtime.cuda_grouping import DeviceDecoder
+
+    return {threads: DeviceDecoder(threads_per_block=threads) for threads in THREADS}
+
+
+def _threads_for(height: int, width: int) -> int:
+    """The smallest block size that cuts a joint map into at most 4 tiles (several blocks per
+    joint, so the reduction across blocks is exercised, without the simulator's per-block cost
+    growing too much)."""
+    from runtime.cuda_grouping import _PIXELS_PER_THREAD
+
+    return next(t for t in THREADS if -(-height * width // (t * _PIXELS_PER_THREAD)) <= 4)
+
+
+def suite_group() -> dict:
+    """Grouping alone on tie-heavy candidates (duplicate keys, empty joints, K up to 30)."""
+    from runtime import grouping
+    from tests.test_grouping import as_candidates, random_topk
+
+    decoder = _decoders()[16]
+    thresholds = [(0.1, 1.0), (0.1, 1.0), (0.3, 1.0), (0.1, 0.6), (0.0, 2.5)]
+    persons = 0
+    for case in range(GROUP_CASES):
+        seed = 600_000 + case
+        cand = as_candidates(*random_topk(np.random.default_rng(seed)))
+        det, tag = thresholds[case % len(thresholds)]
+        expected = grouping.group(cand, det, tag)
+        got = decoder.group(cand, det, tag)
+        assert same_bits(got, expected), f"group: seed {seed}, thresholds {(det, tag)}"
+        persons += len(expected)
+    return {"cases": GROUP_CASES, "persons": persons}
+
+
+def _variant_maps(rng, kind: str, height: int, width: int):
+    """Tie-heavy maps of tests/test_grouping.random_maps, then one of a few harder variants."""
+    from tests.test_grouping import random_maps
+
+    heatmap, tags = random_maps(rng, height, width)
+    if kind == "continuous":
+        tags = tags + rng.standard_normal(tags.shape).astype(np.float32) * 0.2
+    elif kind == "negative":
+        heatmap = heatmap * 3 - rng.random(heatmap.shape).astype(np.float32)
+    elif kind == "far_tags":
+        tags = tags * 40 + rng.integers(-3, 4, tags.shape).astype(np.float32) * 1e6
+    elif kind == "plateau":  # equal scores everywhere but a few pixels: first index must win
+        levels = rng.choice([0.25, 0.5], size=(17, 1, 1)).astype(np.float32)
+        heatmap = np.where(heatmap > 0.5, heatmap, levels).astype(np.float32)
+        tags = np.round(tags).astype(np.float32)
+    elif kind == "one_tag":  # every tag equal: duplicate keys in grouping, ties in refine
+        tags = np.full_like(tags, 1.0)
+    return heatmap, tags
+
+
+def suite_decode() -> dict:
+    """Group + score + refine (decode_people) on small tie-heavy maps, several block sizes."""
+    from runtime import grouping
+    from tests.test_grouping import adjusted_candidates
+
+    decoders = _decoders()
+    kinds = ["plain", "plain", "continuous", "negative", "far_tags", "plateau", "one_tag"]
+    refined = 0
+    for case in range(DECODE_CASES):
+        seed = 700_000 + case
+        rng = np.random.default_rng(seed)
+        kind = kinds[case % len(kinds)]
+        # far-apart tags make a person of nearly every candidate: keep those maps smallest
+        height, width = MAP_SIZES[0 if kind == "far_tags" else case % len(MAP_SIZES)]
+        heatmap, tags = _variant_maps(rng, kind, height, width)
+        cand = adjusted_candidates(heatmap, tags)
+        expected, expected_scores = grouping.decode_people(cand, heatmap, tags)
+        threads = _threads_for(height, width)
+        persons, scores = decoders[threads].decode(cand, heatmap, tags)
+        where = f"decode: seed {seed}, {kind} {height}x{width}, {threads} threads"
+        assert persons.shape == expected.shape, f"{where}: {persons.shape} != {expected.shape}"
+        assert same_bits(scores, expected_scores), f"{where}: scores"
+        assert same_bits(persons, expected), f"{where}: first difference at {first_difference(persons, expected)}"
+        refined += int((expected[:, :, 2] > 0).sum() - (grouping.group(cand)[:, :, 2] > 0).sum())
+    return {"cases": DECODE_CASES, "refined": refined}
+
+
+def suite_ties() -> dict:
+    """Refine alone on hand-made ties: persons placed on the maps directly."""
+    from runtime import grouping
+
+    decoders = _decoders()
+    cases = chunked = 0
+
+    def check(persons, heatmap, tags, where, threads=16):
+        nonlocal cases
+        expected = persons.copy()
+        grouping.refine(expected, heatmap, tags)
+        got = persons.copy()
+        decoders[threads].refine(got, heatmap, tags)
+        assert same_bits(got, expected), f"ties: {where}: first difference at {first_difference(got, expected)}"
+        cases += 1
+        return got
+
+    # Whole maps of one value: every pixel ties, the first row-major pixel wins, in every block.
+    for case, (height, width) in enumerate(MAP_SIZES[:3]):
+        for value in (0.5, 0.0):
+            heatmap = np.full((17, height, width), value, np.float32)
+            tags = np.zeros((17, height, width, 2), np.float32)
+            persons = np.zeros((2, 17, 5), np.float32)
+            persons[:, 0, :3] = [[1, 1, 0.9], [width - 1, height - 1, 0.7]]
+            check(persons, heatmap, tags, f"flat {value} {height}x{width}", THREADS[case])
+
+    # Signed zeros: pixel 0 scores -0.0 (heatmap -0.0, tag distance 0) and later pixels +0.0
+    # (heatmap 1, tag distance 1), one of them the first pixel of another thread, one in another
+    # block; all tie, so pixel 0 wins and (val -0.0) nothing is written.
+    heatmap = np.full((17, 12, 16), -0.0, np.float32)
+    tags = np.zeros((17, 12, 16, 2), np.float32)
+    for y, x in ((0, 5), (9, 3)):
+        heatmap[:, y, x] = 1.0
+        tags[:, y, x] = (1.0, 0.0)
+    persons = np.zeros((1, 17, 5), np.float32)
+    persons[0, 0, :3] = (0, 0, 0.9)
+    assert (check(persons, heatmap, tags, "signed zeros")[0, 1:, 2] == 0).all()
+
+    # Equal maxima in different blocks and threads: a later block holds an equal score.
+    rng = np.random.default_rng(800_000)
+    for case in range(8):
+        height, width = MAP_SIZES[case % len(MAP_SIZES)]
+        heatmap = (rng.integers(0, 4, (17, height, width)) * 0.25).astype(np.float32)
+        tags = (rng.integers(0, 3, (17, height, width, 2)) * 0.5).astype(np.float32)
+        persons = np.zeros((int(rng.integers(1, 5)), 17, 5), np.float32)
+        for p in range(len(persons)):
+            joints = rng.choice(17, size=int(rng.integers(1, 6)), replace=False)
+            persons[p, joints, 0] = rng.integers(0, width, len(joints))
+            persons[p, joints, 1] = rng.integers(0, height, len(joints))
+            persons[p, joints, 2] = 0.5
+        check(persons, heatmap, tags, f"quantized seed 800000 case {case}", _threads_for(height, width))
+
+    # Odd values: NaN and infinite pixels, a person whose tag is NaN, one without any joint.
+    heatmap, tags = _variant_maps(np.random.default_rng(800_100), "plain", 12, 16)
+    heatmap[3, 2, 5] = np.inf
+    heatmap[4, 1:3, :] = np.nan
+    tags[5, 0, 0] = np.nan
+    tags[6, :, 4] = np.inf
+    persons = np.zeros((4, 17, 5), np.float32)
+    persons[0, 0, :3] = (4, 4, 0.9)
+    persons[1, 5, :3] = (0, 0, 0.9)  # its tag is NaN: every score is NaN, pixel 0 is taken
+    persons[3, 2, :3] = (6, 3, 0.4)
+    check(persons, heatmap, tags, "NaN and inf")
+
+    # More persons than one shared-memory chunk (64) miss the same joints.
+    heatmap, tags = _variant_maps(np.random.default_rng(800_200), "continuous", 6, 9)
+    persons = np.zeros((70, 17, 5), np.float32)
+    persons[:, 0, :3] = np.stack([np.arange(70) % 9, np.arange(70) % 6, np.full(70, 0.5)], axis=1)
+    persons[:, 16, :3] = (2, 2, 0.5)
+    check(persons, heatmap, tags, "70 persons")
+    chunked += 1
+    return {"cases": cases, "chunked": chunked}
+
+
+def suite_api() -> dict:
+    """Device-array inputs read in place, buffer reuse across shapes, empty results, errors."""
+    from numba import cuda
+
+    from runtime import grouping
+    from runtime.cuda_grouping import DeviceDecoder, decode_people_device
+    from tests.test_grouping import adjusted_candidates, random_maps
+
+    decoder = DeviceDecoder(threads_per_block=16)
+    cases = 0
+    shapes = [(12, 16), (16, 20), (12, 16)]
+    for case, (height, width) in enumerate(shapes):
+        heatmap, tags = random_maps(np.random.default_rng(900_000 + case), height, width)
+        cand = adjusted_candidates(heatmap, tags)
+        expected = grouping.decode_people(cand, heatmap, tags)
+        persons, scores = decoder.decode(cand, heatmap, tags)
+        assert same_bits(persons, expected[0]) and same_bits(scores, expected[1]), f"api {case}"
+        uploads, work = dict(decoder._uploads), (decoder._group_work, decoder._refine_work)
+        # device arrays are read where they are: no upload buffer is used, made or replaced
+        persons, scores = decoder.decode(*(cuda.to_device(a) for a in (cand, heatmap, tags)))
+        assert same_bits(persons, expected[0]) and same_bits(scores, expected[1]), f"api {case}"
+        assert decoder._uploads == uploads
+        # work buffers are allocated once per shape
+        assert (decoder._group_work, decoder._refine_work) == work
+        cases += 2
+    persons, scores = decode_people_device(cand, heatmap, tags)
+    assert same_bits(persons, expected[0]) and same_bits(scores, expected[1])
+
+    empty = decoder.decode(np.zeros((17, 30, 5), np.float32), heatmap, tags)
+    assert empty[0].shape == (0, 17, 5) and empty[1].shape == (0,)
+    assert decoder.group(np.zeros((17, 0, 5), np.float32)).shape == (0, 17, 5)
+    nobody = np.zeros((0, 17, 5), np.float32)
+    decoder.refine(nobody, heatmap, tags)
+    for bad, match in [((np.zeros((16, 30, 5), np.float32), heatmap, tags), "candidates"),
+                       ((cand, heatmap[:, :, :5], tags), "tags"),
+                       ((cand, cuda.to_device(heatmap.astype(np.float64)), tags), "float32")]:
+        try:
+            decoder.decode(*bad)
+        except ValueError as exc:
+            assert match in str(exc), str(exc)
+        else:
+            raise AssertionError(f"no ValueError for bad {match}")
+    return {"cases": cases + 2}
+
+
+def suite_ptx() -> dict:
+    """Compile each kernel to PTX for sm_90 without a GPU and count the instructions that
+    would break bit parity.  numba-cuda asks the current device for its compute capability
+    when it compiles device functions; with no GPU here that question is answered with (9, 0)."""
+    import numba
+    from numba import cuda
+
+    def probe(x):
+        x[0] = 1.0
+
+    try:
+        cuda.compile_ptx(probe, (numba.float32[::1],), cc=(9, 0))
+    except Exception as exc:  # no libNVVM / NVRTC
+        return {"skip": f"cannot compile CUDA here ({type(exc).__name__}: {str(exc)[:120]}); "
+                        "pip install 'numba-cuda[cu13]' brings libNVVM and NVRTC"}
+    import types
+
+    from numba.cuda import dispatcher
+
+    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+    from runtime import cuda_grouping, grouping
+
+    k, p, h, w = 30, 510, 24, 32
+    f4, f8, i8, i1 = np.float32, np.float64, np.int64, np.int8
+
+    def a(shape, dtype):
+        return numba.typeof(np.zeros(shape, dtype))
+
+    signatures = {
+        "group": (a((17, k, 5), f4), numba.float64, numba.float64, a((p, 17, 5), f4), a(p, f4),
+                  a((p, 17, 2), f4), a(p, i8), a((p, 2), f4), a(k, i8), a((k, p), f8), a((p, p), f8),
+                  a((p, p), i1), a(p, i1), a(p, i1), a((2 * p, 2), i8), a((p, 2), i8), a(1, i8)),
+        "person": (a((p, 17, 5), f4), a(1, i8), a((17, h, w, 2), f4), a(p, f4), a((p, 2), f4), a(p, i1),
+                   a((17, p), i8), a(17, i8), a((17, p), i8)),
+        "search": (a((17, h, w), f4), a((17, h, w, 2), f4), a((p, 2), f4), a((17, p), i8), a(17, i8),
+                   a((17, p), i8)),
+        "write": (a((p, 17, 5), f4), a((17, h, w), f4), a((17, p), i8), a(17, i8), a((17, p), i8)),
+    }
+
+    def compile_all(build):
+        found = {}
+        for name, signature in signatures.items():
+            ptx, _ = cuda.compile_ptx(getattr(build, name).py_func, signature, cc=(9, 0))
+            found[name] = {bad: ptx.count(bad) for bad in ("fma.", ".ftz", ".approx")}
+        return found
+
+    kernels = compile_all(cuda_grouping._device_build(cuda, False))
+    # The control: the same build with plain products (what NVVM fuses).
+    cuda_grouping._mul32_rn, cuda_grouping._mul64_rn = grouping._mul32, grouping._mul64
+    plain = compile_all(cuda_grouping._device_build(cuda, False))
+    return {"kernels": kernels, "plain_products_fma": sum(c["fma."] for c in plain.values())}
+
+
+def first_difference(got: np.ndarray, expected: np.ndarray):
+    if got.shape != expected.shape:
+        return f"shapes {got.shape} vs {expected.shape}"
+    diff = np.argwhere(got.view(np.uint32) != expected.view(np.uint32))
+    if not len(diff):
+        return None
+    p, j = diff[0][:2]
+    return f"person {p}, joint {j}: {got[p, j].tolist()} vs {expected[p, j].tolist()}"
+
+
+SUITES = {"group": suite_group, "decode": suite_decode, "ties": suite_ties, "api": suite_api,
+          "ptx": suite_ptx}
+
+
+if __name__ == "__main__":
+    # The simulator runs each CUDA thread as a Python thread; a short switch interval keeps
+    # threads waiting on the simulator's locks from stalling for the default 5 ms.
+    sys.setswitchinterval(5e-4)
+    began = time.perf_counter()
+    summary = SUITES[sys.argv[1]]()
+    summary["seconds"] = round(time.perf_counter() - began, 1)
+    print(json.dumps(summary))

@@ -1,0 +1,318 @@
+"""FP16 (python -m export.onnx --precision fp16) and INT8 Q/DQ (python -m calib) files on the CPU.
+
+W32 with synthetic:0 weights is exported once per module in FP32 (the INT8 source), in FP16 (through
+the CLI, with its own FP16-vs-torch check), and quantized to INT8 with a small calibration (8 mini
+COCO images, the default percentile method). Checked here: metadata, the precision structure of the
+graphs (FP16 network between explicit casts with an FP32 decode; Q/DQ in front of network
+convolutions only), both files through ``PoseEstimator`` and ``python -m runtime.run``, the
+calibration cache, the calib CLI's user errors, and accuracy against the FP32 torch graph by
+per-output SQNR above the same floors the exporter and the calib CLI enforce.
+
+Exact parity is not expected: FP16 and INT8 noise crosses the near-ties of the discrete decode steps
+(SPEC §12), so candidate sets and people are compared in benchmarks/precision.py, not asserted here.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import MINI, REPO, need
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("torch")
+
+import calib.__main__ as calib_cli  # noqa: E402
+from calib import quantize as q  # noqa: E402
+from export import onnx as exporter  # noqa: E402
+
+SAMPLES = REPO / "runtime" / "samples"
+ACCURACY_IMAGES = ["000000000785.jpg", "000000040083.jpg"]
+CALIB_IMAGES = 8
+
+
+def _main(function, argv: list[str]) -> tuple[int, str, str]:
+    """Run a CLI's ``main`` in-process; return (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = function(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("precision")
+
+
+@pytest.fixture(scope="module")
+def fp32_file(folder) -> Path:
+    path = folder / "w32.onnx"
+    code, out, err = _main(exporter.main, ["--arch", "w32", "--checkpoint", "synthetic:0", "--skip-verify", "-o", str(path)])
+    assert code == 0, out + err
+    return path
+
+
+@pytest.fixture(scope="module")
+def fp16_export(folder) -> tuple[Path, str]:
+    path = folder / "w32.fp16.onnx"
+    code, out, err = _main(exporter.main, ["--arch", "w32", "--checkpoint", "synthetic:0", "--precision", "fp16",
+                                           "-o", str(path)])
+    assert code == 0, out + err
+    return path, out
+
+
+def _calibrate(fp32_file: Path, output: Path, cache: Path) -> tuple[str, float]:
+    start = time.perf_counter()
+    code, out, err = _main(calib_cli.main, ["--onnx", str(fp32_file), "--calib", str(need(MINI / "images")),
+                                            "--images", str(CALIB_IMAGES), "--cache-dir", str(cache), "-o", str(output)])
+    assert code == 0, out + err
+    return out, time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def int8_export(folder, fp32_file) -> tuple[Path, str, float]:
+    path = folder / "w32.int8.onnx"
+    out, seconds = _calibrate(fp32_file, path, folder / "cache")
+    return path, out, seconds
+
+
+@pytest.fixture(scope="module")
+def loaded(fp16_export, int8_export):
+    """Both files in ONNX Runtime (CPU) sessions, opened once."""
+    from runtime.backends import open_backend
+
+    with open_backend(fp16_export[0]) as fp16, open_backend(int8_export[0]) as int8:
+        yield {"fp16": fp16, "int8": int8}
+
+
+def _types(model) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+    types = {v.name: v.type.tensor_type.elem_type for v in values}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    return types
+
+
+# ----------------------------------------------------------------------------------------------
+# FP16
+
+
+def test_fp16_metadata_and_io(loaded, w32_synthetic, fp16_export):
+    from dataclasses import replace
+
+    backend = loaded["fp16"]
+    assert backend.metadata == replace(w32_synthetic.metadata, precision="fp16")
+    # uint8 in, float32 out: the same I/O as the FP32 file.
+    assert backend.inputs == w32_synthetic.inputs and backend.outputs == w32_synthetic.outputs
+    printed = fp16_export[1]
+    assert "SQNR" in printed and "agree" in printed, printed
+
+
+def test_fp16_graph_keeps_the_decode_in_fp32(fp16_export):
+    F16, F32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    model = onnx.load(str(fp16_export[0]))
+    types = _types(model)
+    nodes = model.graph.node
+    first = [n for n in nodes if "image" in n.input]
+    assert [n.op_type for n in first] == ["Cast"], "only a Cast may read the uint8 input"
+    decode = [n for n in nodes if n.op_type in ("TopK", "MaxPool", "Resize", "GatherElements")
+              and not n.name.startswith("/network/")]
+    assert {n.op_type for n in decode} == {"TopK", "MaxPool", "Resize", "GatherElements"}
+    for node in decode:
+        assert types[node.input[0]] == F32, f"{node.name} reads {onnx.TensorProto.DataType.Name(types[node.input[0]])}"
+    convs = [n for n in nodes if n.op_type in ("Conv", "ConvTranspose")]
+    assert convs and all(types[n.input[0]] == F16 and types[n.input[1]] == F16 for n in convs)
+    assert not [n.name for n in nodes if n.op_type == "BatchNormalization"], "BatchNorm is folded before the cast"
+    # Explicit casts: one into the network (fp32 -> fp16), one out of each final layer (fp16 -> fp32).
+    casts = {n.output[0]: n for n in nodes if n.op_type == "Cast"}
+    into = [c for c in casts.values() if c.attribute[0].i == F16]
+    assert len(into) == 1 and types[into[0].input[0]] == F32
+    finals = [n for n in convs if "final_layers" in n.name]
+    assert len(finals) == 2
+    for conv in finals:  # final_layers.0 also feeds the head's deconvolution, inside the network
+        readers = [n for n in nodes if conv.output[0] in n.input and not n.name.startswith("/network/")]
+        assert [n.op_type for n in readers] == ["Cast"] and readers[0].attribute[0].i == F32
+    assert all(t.data_type == F16 for t in model.graph.initializer if t.dims and len(t.dims) == 4)
+    for output in model.graph.output:
+        assert output.type.tensor_type.elem_type == F32
+
+
+# ----------------------------------------------------------------------------------------------
+# INT8
+
+
+def test_int8_metadata(loaded, w32_synthetic, int8_export, fp32_file):
+    from dataclasses import replace
+
+    backend = loaded["int8"]
+    assert backend.metadata == replace(w32_synthetic.metadata, precision="int8")
+    assert backend.inputs == w32_synthetic.inputs and backend.outputs == w32_synthetic.outputs
+    props = {p.key: p.value for p in onnx.load(str(int8_export[0]), load_external_data=False).metadata_props}
+    assert props["calib.method"] == q.DEFAULT_METHOD
+    assert props["calib.images"] == str(CALIB_IMAGES)
+    assert props["calib.source_sha256"] == q.file_sha256(fp32_file)
+    assert props["export.opset"] == str(exporter.OPSET)
+
+
+def test_int8_qdq_only_in_the_network(int8_export):
+    model = onnx.load(str(int8_export[0]))
+    nodes = model.graph.node
+    producers = {out: n for n in nodes for out in n.output}
+    initializers = {t.name: t for t in model.graph.initializer}
+
+    def reads_dq(node, index):
+        source = producers.get(node.input[index])
+        return source is not None and source.op_type == "DequantizeLinear"
+
+    convs = [n for n in nodes if n.op_type in ("Conv", "ConvTranspose")]
+    finals = [n for n in convs if "final_layers" in n.name]
+    network = [n for n in convs if n not in finals]
+    assert len(finals) == 2 and len(network) > 300
+    # Every network convolution: int8 weights behind a DQ, and its activation input through Q/DQ.
+    for conv in network:
+        assert reads_dq(conv, 0) and reads_dq(conv, 1), conv.name
+        weights = producers[conv.input[1]]
+        assert initializers[weights.input[0]].data_type == onnx.TensorProto.INT8
+        axis = {a.name: a.i for a in weights.attribute}.get("axis", 1)
+        assert axis == (1 if conv.op_type == "ConvTranspose" else 0), f"{conv.name}: per-channel axis {axis}"
+        assert len(conv.input) < 3 or conv.input[2] in initializers, f"{conv.name}: bias must stay float"
+    # The final layers and everything outside the network read float tensors only.
+    for conv in finals:
+        assert not any(reads_dq(conv, i) for i in range(len(conv.input))), conv.name
+    outside = [n for n in nodes if not n.name.startswith("/network/")
+               and n.op_type not in ("QuantizeLinear", "DequantizeLinear")]
+    assert not [n.name for n in outside if any(reads_dq(n, i) for i in range(len(n.input)))]
+    qdq = [n for n in nodes if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq and not [n.name for n in qdq if n.name.startswith("/decode/") or "final_layers" in n.name]
+    # Symmetric int8: every zero point is an int8 zero.
+    for node in qdq:
+        zero = initializers[node.input[2]]
+        assert zero.data_type == onnx.TensorProto.INT8 and not onnx.numpy_helper.to_array(zero).any()
+
+
+def test_calibration_cache_is_reused(folder, fp32_file, int8_export):
+    path, first_out, first_seconds = int8_export
+    assert "statistics written to" in first_out
+    caches = sorted((folder / "cache").glob("*.json"))
+    assert len(caches) == 1 and not list((folder / "cache").glob("*.tmp"))
+    again = folder / "again.int8.onnx"
+    out, seconds = _calibrate(fp32_file, again, folder / "cache")
+    assert "cache hit" in out, out
+    assert sorted((folder / "cache").glob("*.json")) == caches
+    assert seconds < first_seconds, f"rerun {seconds:.1f} s vs first {first_seconds:.1f} s"
+    a, b = onnx.load(str(path)), onnx.load(str(again))
+    scales = {t.name: onnx.numpy_helper.to_array(t) for t in a.graph.initializer if t.name.endswith("_scale")}
+    assert scales
+    for tensor in b.graph.initializer:
+        if tensor.name in scales:
+            np.testing.assert_array_equal(onnx.numpy_helper.to_array(tensor), scales[tensor.name])
+    assert not list(folder.glob(".*.tmp")), "temporary files left beside the outputs"
+
+
+def test_plan_covers_every_scale():
+    """Multi-scale exports call the network once per scale: final_layers.0_1 ... are final layers too."""
+    from onnx import helper
+
+    names = ["/network/backbone/conv1/Conv", "/network/keypoint_head/final_layers.0/Conv",
+             "/network/keypoint_head/final_layers.1/Conv", "/network/backbone/conv1_1/Conv",
+             "/network/keypoint_head/final_layers.0_1/Conv", "/network/keypoint_head/final_layers.1_1/Conv",
+             "/decode/Add"]
+    nodes = [helper.make_node("Conv" if n.endswith("Conv") else "Add", [f"x{i}", f"w{i}"], [f"y{i}"], name=n)
+             for i, n in enumerate(names)]
+    graph = helper.make_graph(nodes, "g", [], [], initializer=[onnx.numpy_helper.from_array(np.zeros(1, np.float32), f"w{i}")
+                                                               for i in range(len(names))])
+    steps = q.plan(helper.make_model(graph))
+    assert steps.quantize == ["/network/backbone/conv1/Conv", "/network/backbone/conv1_1/Conv"]
+    assert len(steps.final_layers) == 4 and steps.activations == ["x0", "x3"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Running the files
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_pose_estimator(precision, loaded):
+    from runtime.pipeline import PoseEstimator
+    from runtime.preprocess import read_image
+
+    people = PoseEstimator(loaded[precision])(read_image(SAMPLES / ACCURACY_IMAGES[0]))
+    assert people, "synthetic weights find people on every sample image"
+    for person in people:
+        assert person.keypoints.shape == (17, 3) and np.isfinite(person.keypoints).all()
+        assert np.isfinite(person.score)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_runtime_run_cli(precision, fp16_export, int8_export, tmp_path):
+    path = {"fp16": fp16_export[0], "int8": int8_export[0]}[precision]
+    out = tmp_path / "people.json"
+    done = subprocess.run([sys.executable, "-m", "runtime.run", "--engine", str(path), "--image",
+                           str(SAMPLES / ACCURACY_IMAGES[0]), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f", {precision}," in done.stdout
+    results = json.loads(out.read_text())
+    assert results and all(len(r["keypoints"]) == 51 for r in results)
+
+
+@pytest.mark.parametrize("name", ACCURACY_IMAGES)
+def test_accuracy_against_torch(name, loaded, w32_synthetic):
+    """Per-output SQNR against the FP32 torch graph above the floors the CLIs enforce."""
+    feed = exporter.prepared_feed(w32_synthetic.metadata, SAMPLES / name)
+    reference = w32_synthetic.run(feed)
+    floors = {"fp16": exporter.FP16_SQNR_FLOOR_DB, "int8": calib_cli.INT8_SQNR_FLOOR_DB}
+    report = []
+    for precision, backend in loaded.items():
+        comparison = exporter.compare_precision(reference, backend.run(feed))
+        report.append(f"{precision}: " + "; ".join(line.strip() for line in comparison.lines()))
+        assert comparison.ok(floors[precision]), "\n".join(report)
+    print("\n".join(report))
+
+
+# ----------------------------------------------------------------------------------------------
+# Calib CLI errors
+
+
+def _one_line_error(argv: list[str], *words: str) -> None:
+    code, out, err = _main(calib_cli.main, argv)
+    assert code == 2, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_calib_user_errors(tmp_path, fp16_export):
+    from onnx import TensorProto, helper
+
+    _one_line_error(["--onnx", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "x.onnx")], "missing.onnx")
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "tiny",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    other = tmp_path / "other.onnx"
+    onnx.save_model(helper.make_model(graph), str(other))
+    _one_line_error(["--onnx", str(other), "-o", str(tmp_path / "x.onnx")], "not an hrnet-deploy export")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(["--onnx", str(other), "--calib", str(tmp_path / "empty"), "-o", str(tmp_path / "x.onnx")],
+                    "no images")
+    _one_line_error(["--onnx", str(fp16_export[0]), "-o", str(tmp_path / "x.onnx")], "fp16", "FP32")
+    _one_line_error(["--onnx", str(other), "--images", "0", "-o", str(tmp_path / "x.onnx")], "--images 0")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_calib_help():
+    done = subprocess.run([sys.executable, "-m", "calib", "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    for flag in ("--onnx", "--method", "--calib", "--images", "--cache-dir", "--output", "default",
+                 "python -m calib --onnx"):
+        assert flag in done.stdout
