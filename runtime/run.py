@@ -12,6 +12,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -117,6 +118,8 @@ def image_sources(args: argparse.Namespace) -> tuple[int, Iterator[tuple[str, in
 
 
 def video_frames(path: Path) -> tuple[int, Iterator[tuple[str, int, Callable[[], np.ndarray]]]]:
+    # FFmpeg logs its own complaints to stderr; the one line below says what is wrong and what to do.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
 
     if not path.is_file():

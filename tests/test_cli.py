@@ -75,3 +75,31 @@ def test_readme_commands_are_what_ci_runs():
     assert len(commands) == 2
     ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
     assert commands == [line for line in ci if line in commands] == ci[-2:]
+
+
+def test_video_frames_are_images(tmp_path):
+    """--video: every frame is one image, image_id = frame number, one summary line per frame."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    path = tmp_path / "clip.avi"
+    frame = cv2.resize(cv2.imread(str(REPO / "runtime" / "samples" / "000000000785.jpg")), (128, 85))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (128, 85))
+    for shift in range(3):
+        writer.write(np.roll(frame, 4 * shift, axis=1))
+    writer.release()
+    out = tmp_path / "video.json"
+    done = run("-m", "runtime.run", "--video", str(path), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert [line.split(":")[0] for line in done.stdout.splitlines() if line.startswith("clip_")] == [
+        "clip_000000", "clip_000001", "clip_000002"]
+    assert {entry["image_id"] for entry in json.loads(out.read_text())} <= {0, 1, 2}
+
+
+def test_unreadable_video(tmp_path):
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(b"not a video at all")
+    done = run("-m", "runtime.run", "--video", str(path), "--out", str(tmp_path / "r.json"))
+    assert_one_line_error(done, "broken.mp4")
