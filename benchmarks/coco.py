@@ -114,15 +114,21 @@ def print_metrics(metrics: dict[str, float]) -> None:
     print(" | ".join(f"{metrics[name]:5.3f}" for name in METRICS))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python benchmarks/coco.py", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_dataset_and_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every COCO benchmark shares: which tree, and which PyTorch reference model."""
     parser.add_argument("--coco-root", type=Path, help="folder of val2017 images (default: the mini set)")
     parser.add_argument("--ann", type=Path, help="person_keypoints json (default: the mini set's)")
     parser.add_argument("--arch", choices=("w32", "w48"), default="w32", help="(default: w32)")
     parser.add_argument("--input-size", type=int, choices=(512, 640), default=512, help="(default: 512)")
-    parser.add_argument("--checkpoint", default="synthetic:0", help="PATH, zoo name or synthetic:SEED (default: synthetic:0)")
+    parser.add_argument("--checkpoint", default="synthetic:0",
+                        help="PATH, zoo name or synthetic:SEED (default: synthetic:0, NOT a trained model)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python benchmarks/coco.py", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataset_and_model_arguments(parser)
     parser.add_argument("--scales", default="1", help="test scales, e.g. 2,1,0.5 (default: 1)")
     parser.add_argument("--rendered", action="store_true",
                         help="decode network outputs rendered from the ground truth instead of running the network")

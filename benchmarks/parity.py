@@ -572,17 +572,13 @@ def parse_backends(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from benchmarks.coco import add_dataset_and_model_arguments
     from runtime.cli import parse_scales
 
     parser = argparse.ArgumentParser(prog="python benchmarks/parity.py", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--coco-root", type=Path, help="folder of val2017 images (default: the mini set)")
-    parser.add_argument("--ann", type=Path, help="person_keypoints json (default: the mini set's)")
-    parser.add_argument("--arch", choices=("w32", "w48"), default="w32", help="(default: w32)")
-    parser.add_argument("--input-size", type=int, choices=(512, 640), default=512, help="(default: 512)")
-    parser.add_argument("--checkpoint", default="synthetic:0",
-                        help="PATH, zoo name or synthetic:SEED (default: synthetic:0, NOT a trained model)")
+    add_dataset_and_model_arguments(parser)
     parser.add_argument("--backends", type=parse_backends, default=list(BACKENDS),
                         help=f"comma-separated, from {','.join(BACKENDS)} (default: all; torch is always run)")
     parser.add_argument("--scales", type=parse_scales, default=(1.0,), help="test scales, e.g. 2,1,0.5 (default: 1)")

@@ -211,30 +211,10 @@ def suite_group() -> dict:
     return {"cases": GROUP_CASES, "persons": persons}
 
 
-def _variant_maps(rng, kind: str, height: int, width: int):
-    """Tie-heavy maps of tests/test_grouping.random_maps, then one of a few harder variants."""
-    from tests.test_grouping import random_maps
-
-    heatmap, tags = random_maps(rng, height, width)
-    if kind == "continuous":
-        tags = tags + rng.standard_normal(tags.shape).astype(np.float32) * 0.2
-    elif kind == "negative":
-        heatmap = heatmap * 3 - rng.random(heatmap.shape).astype(np.float32)
-    elif kind == "far_tags":
-        tags = tags * 40 + rng.integers(-3, 4, tags.shape).astype(np.float32) * 1e6
-    elif kind == "plateau":  # equal scores everywhere but a few pixels: first index must win
-        levels = rng.choice([0.25, 0.5], size=(17, 1, 1)).astype(np.float32)
-        heatmap = np.where(heatmap > 0.5, heatmap, levels).astype(np.float32)
-        tags = np.round(tags).astype(np.float32)
-    elif kind == "one_tag":  # every tag equal: duplicate keys in grouping, ties in refine
-        tags = np.full_like(tags, 1.0)
-    return heatmap, tags
-
-
 def suite_decode() -> dict:
     """Group + score + refine (decode_people) on small tie-heavy maps, several block sizes."""
     from runtime import grouping
-    from tests.test_grouping import adjusted_candidates
+    from tests.test_grouping import adjusted_candidates, variant_maps
 
     decoders = _decoders()
     kinds = ["plain", "plain", "continuous", "negative", "far_tags", "plateau", "one_tag"]
@@ -245,7 +225,7 @@ def suite_decode() -> dict:
         kind = kinds[case % len(kinds)]
         # far-apart tags make a person of nearly every candidate: keep those maps smallest
         height, width = MAP_SIZES[0 if kind == "far_tags" else case % len(MAP_SIZES)]
-        heatmap, tags = _variant_maps(rng, kind, height, width)
+        heatmap, tags = variant_maps(rng, kind, height, width)
         cand = adjusted_candidates(heatmap, tags)
         expected, expected_scores = grouping.decode_people(cand, heatmap, tags)
         threads = _threads_for(height, width)
@@ -261,6 +241,7 @@ def suite_decode() -> dict:
 def suite_ties() -> dict:
     """Refine alone on hand-made ties: persons placed on the maps directly."""
     from runtime import grouping
+    from tests.test_grouping import variant_maps
 
     decoders = _decoders()
     cases = chunked = 0
@@ -311,7 +292,7 @@ def suite_ties() -> dict:
         check(persons, heatmap, tags, f"quantized seed 800000 case {case}", _threads_for(height, width))
 
     # Odd values: NaN and infinite pixels, a person whose tag is NaN, one without any joint.
-    heatmap, tags = _variant_maps(np.random.default_rng(800_100), "plain", 12, 16)
+    heatmap, tags = variant_maps(np.random.default_rng(800_100), "plain", 12, 16)
     heatmap[3, 2, 5] = np.inf
     heatmap[4, 1:3, :] = np.nan
     tags[5, 0, 0] = np.nan
@@ -323,7 +304,7 @@ def suite_ties() -> dict:
     check(persons, heatmap, tags, "NaN and inf")
 
     # More persons than one shared-memory chunk (64) miss the same joints.
-    heatmap, tags = _variant_maps(np.random.default_rng(800_200), "continuous", 6, 9)
+    heatmap, tags = variant_maps(np.random.default_rng(800_200), "continuous", 6, 9)
     persons = np.zeros((70, 17, 5), np.float32)
     persons[:, 0, :3] = np.stack([np.arange(70) % 9, np.arange(70) % 6, np.full(70, 0.5)], axis=1)
     persons[:, 16, :3] = (2, 2, 0.5)

@@ -350,6 +350,27 @@ def test_refine_matches_baseline():
         assert same_bits(ours, persons), f"seed {seed}"
 
 
+def variant_maps(rng, kind: str, height: int, width: int):
+    """Tie-heavy ``random_maps``, then one of a few harder variants (shared with the CUDA tests)."""
+    heatmap, tags = random_maps(rng, height, width)
+    if kind == "continuous":
+        tags = tags + rng.standard_normal(tags.shape).astype(np.float32) * 0.2
+    elif kind == "negative":
+        heatmap = heatmap * 3 - rng.random(heatmap.shape).astype(np.float32)
+    elif kind == "far_tags":
+        tags = tags * 40 + rng.integers(-3, 4, tags.shape).astype(np.float32) * 1e6
+    elif kind == "flat":  # one value everywhere but the centre
+        heatmap = np.full_like(heatmap, 0.5)
+        heatmap[:, height // 2, width // 2] = 0.75
+    elif kind == "plateau":  # equal scores everywhere but a few pixels: first index must win
+        levels = rng.choice([0.25, 0.5], size=(17, 1, 1)).astype(np.float32)
+        heatmap = np.where(heatmap > 0.5, heatmap, levels).astype(np.float32)
+        tags = np.round(tags).astype(np.float32)
+    elif kind == "one_tag":  # every tag equal: duplicate keys in grouping, ties in refine
+        tags = np.full_like(tags, 1.0)
+    return heatmap, tags
+
+
 @pytest.mark.parametrize("kind", ["continuous", "negative", "far_tags", "flat"])
 def test_refine_matches_baseline_varied_maps(kind):
     # Odd map sizes (partial tiles), continuous or far-apart tags, negative heatmaps, flat
@@ -358,16 +379,7 @@ def test_refine_matches_baseline_varied_maps(kind):
         seed = 500_000 + case
         rng = np.random.default_rng(seed)
         height, width = int(rng.integers(9, 70)), int(rng.integers(17, 90))
-        heatmap, tags = random_maps(rng, height, width)
-        if kind == "continuous":
-            tags = tags + rng.standard_normal(tags.shape).astype(np.float32) * 0.2
-        elif kind == "negative":
-            heatmap = heatmap * 3 - rng.random(heatmap.shape).astype(np.float32)
-        elif kind == "far_tags":
-            tags = tags * 40 + rng.integers(-3, 4, tags.shape).astype(np.float32) * 1e6
-        else:
-            heatmap = np.full_like(heatmap, 0.5)
-            heatmap[:, height // 2, width // 2] = 0.75
+        heatmap, tags = variant_maps(rng, kind, height, width)
         loc, val, tag = baseline.top_k(baseline.nms(heatmap), tags)
         persons = baseline.adjust(baseline.match_by_tag(loc, val, tag), heatmap)
         ours = persons.copy()
