@@ -24,12 +24,12 @@ Exit codes: 0 written and checked, 1 check failed (nothing written), 2 user erro
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 from runtime.errors import UserError, require
+from runtime.files import publish
 
 # Lowest per-output SQNR (INT8 file vs the FP32 file, ONNX Runtime) before the file is refused. One
 # symmetric 8-bit rounding of a well-calibrated activation has an SQNR of ~35-40 dB; ~470 quantized
@@ -79,12 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _stage(text: str) -> None:
     print(text, flush=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,8 +155,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"error: the INT8 model's SQNR is below {INT8_SQNR_FLOOR_DB:g} dB against FP32 (broken "
                       f"calibration?); {target} was not written", file=sys.stderr)
                 return 1
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, target)
+        publish(temporary, target)
     finally:
         if temporary.exists():
             temporary.unlink()

@@ -106,6 +106,7 @@ import numpy as np
 
 from runtime.cli import check_scales, parse_scales, run_cli
 from runtime.errors import UserError, require
+from runtime.files import publish
 from runtime.metadata import ARCHS, INPUT_SIZES, DecodeConfig, ModelMetadata
 
 OPSET = 17
@@ -756,20 +757,13 @@ def run(args: argparse.Namespace) -> int:
             temporary = simplified
         else:
             _stage("[4/4] no simplification (--simplify not given)")
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, target)
+        publish(temporary, target)
     finally:
         for path in written:
             if path.exists():
                 path.unlink()
     _stage(f"wrote {target} ({target.stat().st_size / 1024**2:.1f} MiB, weights inside)")
     return 0
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _verification_failed(target: Path, precision: str = "fp32") -> int:

@@ -41,3 +41,12 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def publish(temporary: str | Path, target: str | Path) -> None:
+    """Give a checked temporary file (``mkstemp`` makes it 0600) the permissions a plain new file
+    would get under the current umask, then rename it onto ``target``."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(temporary, 0o666 & ~mask)
+    os.replace(temporary, target)
