@@ -15,8 +15,18 @@ ours (numba, runtime.grouping) vs a literal mmpose-style NumPy + munkres impleme
   network   HigherHRNet-W32 with synthetic weights on the bundled samples (60-130 mostly
             incomplete people per image: a stress case for refine)
 
+On a CUDA GPU (--device cuda), end to end per backend, each in its own process, every stage timed
+on its own (upload = host → device inputs, graph, grouping + refine, download = what comes back):
+  onnx-cuda-fp32   ONNX Runtime CUDA EP (use_tf32=0, CUDA graphs when the session accepts them),
+                   outputs kept on the device, grouping + refine as CUDA kernels, only people back
+  onnx-cuda-fp16   the same with the FP16 export (decode in FP32)
+  mmpose-style     torch eager FP32 on the GPU (TF32 off; network and dense decode), full heatmap and
+                   tag maps copied back, the reference's host decode (NumPy + munkres)
+with the ratios, and the device grouping + refine alone on the rendered and network maps.
+
 Examples:
   python benchmarks/speed.py
+  python benchmarks/speed.py --device cuda --images 6 --repeat 5
   python benchmarks/speed.py --section e2e --engine w32.onnx --images 6
   python benchmarks/speed.py --section host --images 8 --repeat 5
 """
@@ -219,6 +229,159 @@ def print_end_to_end(rows: list[dict]) -> None:
               f"mmpose-style / onnx = {by['mmpose-style'][stage] / by['onnx'][stage]:.2f}x")
 
 
+GPU_BACKENDS = ("onnx-cuda-fp32", "onnx-cuda-fp16", "mmpose-style")
+GPU_STAGES = ("read_warp", "upload", "graph", "group_refine", "download")
+
+
+def check_gpu() -> None:
+    """One line and exit 2 when the GPU section cannot run here."""
+    from runtime.cuda_grouping import import_cuda
+    from runtime.errors import UserError
+
+    try:
+        if import_cuda()[1]:
+            raise UserError("NUMBA_ENABLE_CUDASIM is set: simulator timings mean nothing; unset it")
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            raise UserError("onnxruntime has no CUDA execution provider: pip install 'hrnet-deploy[gpu]'")
+    except UserError as error:
+        print(f"speed.py --device cuda: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def ensure_fp16_engine() -> Path:
+    """The FP16 export of the benchmark model, made once under out/bench/."""
+    path = Path(__file__).resolve().parents[1] / "out" / "bench" / "w32.fp16.onnx"
+    if not path.exists():
+        print(f"exporting {path} (w32, synthetic:0, fp16) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "export.onnx", "--arch", "w32", "--precision", "fp16", "-o", str(path)],
+                       check=True, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+    return path
+
+
+def _stage_row(name: str, times, people: int) -> dict:
+    seconds = {stage: getattr(times, stage) / times.images for stage in GPU_STAGES}
+    seconds["device_total"] = sum(seconds[stage] for stage in GPU_STAGES[1:])
+    return {"backend": name, "images": times.images, "people": people, "seconds": seconds,
+            "images_per_s": 1.0 / (seconds["device_total"] + seconds["read_warp"])}
+
+
+def gpu_worker(kind: str, engine: Path | None, count: int, repeat: int) -> list[dict]:
+    """One GPU backend over the bundled samples, warmed up (kernels compiled, CUDA graphs captured for
+    every input shape), then ``repeat`` timed passes."""
+    from runtime.backends import open_backend, open_torch
+    from runtime.pipeline import PoseEstimator, StageTimes
+    from runtime.preprocess import read_image
+    from runtime.run import bundled_samples
+
+    images = [read_image(path) for path in bundled_samples()[:count]]
+    if kind == "mmpose-style":
+        return [mmpose_style_gpu(open_torch("w32", "synthetic:0", 512, device="cuda"), images, repeat)]
+    backend = open_backend(engine, device="cuda")
+    estimator = PoseEstimator(backend)
+    for _ in range(3):  # ONNX Runtime captures a shape's CUDA graph after a first plain run
+        for image in images:
+            estimator(image)
+    estimator.times = StageTimes()
+    people = sum(len(estimator(image)) for _ in range(repeat) for image in images)
+    row = _stage_row(kind, estimator.times, people)
+    row["cuda_graph"] = getattr(backend, "cuda_graph", False)
+    row["cuda_graph_refused"] = getattr(backend, "cuda_graph_refused", None)
+    return [row]
+
+
+def mmpose_style_gpu(backend, images: list[np.ndarray], repeat: int) -> dict:
+    """The reference's way on a GPU: network and dense decode in torch, maps to the host, host decode."""
+    import torch
+
+    from runtime.pipeline import PoseEstimator, StageTimes
+
+    estimator = PoseEstimator(backend)  # only for prepare(); the stages are timed here
+    names = backend.metadata.input_names
+    times, people = StageTimes(), 0
+    for position in range(repeat + 1):  # the first pass warms up (cuDNN autotuning, allocator)
+        for image in images:
+            began = time.perf_counter()
+            prepared = estimator.prepare(image)
+            warped = time.perf_counter()
+            inputs = [torch.from_numpy(prepared.inputs[i][None]).to(backend.device) for i in range(len(names))]
+            torch.cuda.synchronize()
+            uploaded = time.perf_counter()
+            with torch.inference_mode():
+                candidates, heatmap, tags = backend.graph(*inputs)
+            torch.cuda.synchronize()
+            ran = time.perf_counter()
+            candidates, heatmap, tags = (t[0].cpu().numpy() for t in (candidates, heatmap, tags))
+            downloaded = time.perf_counter()
+            persons, _ = mmpose_style(candidates, heatmap, tags)
+            done = time.perf_counter()
+            if position:
+                times.add(StageTimes(read_warp=warped - began, upload=uploaded - warped, graph=ran - uploaded,
+                                     download=downloaded - ran, group_refine=done - downloaded, images=1))
+                people += len(persons)
+    return _stage_row("mmpose-style", times, people)
+
+
+def device_grouping(repeat: int, count: int) -> list[dict]:
+    """Grouping + refine alone on the device vs the host build, on the same maps (device-resident)."""
+    from numba import cuda
+
+    from runtime.cuda_grouping import DeviceDecoder
+
+    decoder = DeviceDecoder(stream=cuda.stream())
+    rows = []
+    for kind, maps in (("rendered", rendered_maps(count)), ("network", network_maps(count))):
+        for name, candidates, heatmap, tags in maps:
+            on_device = [cuda.to_device(a) for a in (candidates, heatmap, tags)]
+            decoder.decode(*on_device)  # compile and allocate outside the timing
+            t_device, (persons, _) = timed(lambda *a: decoder.decode(*a), on_device, repeat)
+            t_host, (expected, _) = timed(ours, (candidates, heatmap, tags), repeat)
+            rows.append({"maps": kind, "image": name, "size": f"{heatmap.shape[2]}x{heatmap.shape[1]}",
+                         "people": len(persons), "device_ms": t_device * 1e3, "host_ms": t_host * 1e3,
+                         "identical": persons.shape == expected.shape and np.array_equal(persons, expected)})
+    return rows
+
+
+def gpu_end_to_end(count: int, repeat: int) -> list[dict]:
+    engines = {"onnx-cuda-fp32": ensure_engine(None), "onnx-cuda-fp16": ensure_fp16_engine(), "mmpose-style": None}
+    rows = []
+    for kind, engine in engines.items():
+        command = [sys.executable, __file__, "--device", "cuda", "--worker", kind, "--images", str(count),
+                   "--repeat", str(repeat)]
+        done = subprocess.run(command + (["--engine", str(engine)] if engine else []),
+                              capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise SystemExit(f"{kind} worker failed:\n{done.stderr[-3000:]}")
+        rows.extend(json.loads(done.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def print_gpu(rows: list[dict], grouping_rows: list[dict]) -> None:
+    print(f"\n### GPU end to end, HigherHRNet-W32 input 512, synthetic weights, {rows[0]['images']} timed images "
+          f"per backend (ms per image)\n")
+    print("| backend | read + warp | upload | graph | grouping + refine | download | device total | "
+          "device total / graph | images/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        s = r["seconds"]
+        print(f"| {r['backend']} | " + " | ".join(f"{s[stage] * 1e3:.2f}" for stage in GPU_STAGES)
+              + f" | {s['device_total'] * 1e3:.2f} | {s['device_total'] / s['graph']:.2f}x | {r['images_per_s']:.1f} |")
+    for r in rows:
+        if r.get("cuda_graph_refused"):
+            print(f"note: {r['backend']}: CUDA graphs refused by ONNX Runtime: {r['cuda_graph_refused']}")
+    by = {r["backend"]: r["seconds"] for r in rows}
+    print("\nratios (same run), end to end without read + warp:")
+    for name in ("onnx-cuda-fp32", "onnx-cuda-fp16"):
+        print(f"  mmpose-style / {name} = {by['mmpose-style']['device_total'] / by[name]['device_total']:.1f}x")
+    print("\n### Grouping + refine alone: CUDA kernels vs host numba, maps already on the device\n")
+    print("| maps | image | map | people | device ms | host ms | identical |")
+    print("|---|---|---|---:|---:|---:|---|")
+    for r in grouping_rows:
+        print(f"| {r['maps']} | {r['image']} | {r['size']} | {r['people']} | {r['device_ms']:.3f} | "
+              f"{r['host_ms']:.1f} | {'yes' if r['identical'] else 'NO'} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/speed.py", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
@@ -232,10 +395,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="host section: timed runs of the mmpose-style baseline (default: 1; it is slow)")
     parser.add_argument("--maps", choices=("rendered", "network", "both"), default="both",
                         help="host section: which maps to time (default: both)")
-    parser.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu: the CPU sections above; cuda: the GPU section (needs onnxruntime-gpu, "
+                             "numba-cuda and a CUDA torch for the baseline) (default: cpu)")
+    parser.add_argument("--worker", choices=BACKENDS + GPU_BACKENDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(end_to_end_worker(args.worker, args.engine, args.images)))
+        if args.device == "cuda":
+            print(json.dumps(gpu_worker(args.worker, args.engine, args.images, args.repeat)))
+        else:
+            print(json.dumps(end_to_end_worker(args.worker, args.engine, args.images)))
+        return 0
+    if args.device == "cuda":
+        check_gpu()
+        print_gpu(gpu_end_to_end(args.images, args.repeat), device_grouping(args.repeat, args.images))
         return 0
     if args.section in ("e2e", "all"):
         print_end_to_end(end_to_end(args.engine, args.images))

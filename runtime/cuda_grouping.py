@@ -235,7 +235,7 @@ def _write_kernel(persons, heatmap, who, n_who, best_key):
 # ---------------------------------------------------------------------------------------------
 
 
-def _import_cuda():
+def import_cuda():
     """``(numba.cuda, simulator?)``, or a UserError that says what is missing."""
     try:
         import numba
@@ -258,7 +258,7 @@ def _import_cuda():
 @functools.cache
 def _build() -> types.SimpleNamespace:
     """The device build for this process (compiled when a kernel is first launched)."""
-    return _device_build(*_import_cuda())
+    return _device_build(*import_cuda())
 
 
 def _device_build(cuda, simulator: bool) -> types.SimpleNamespace:
@@ -452,6 +452,13 @@ class DeviceDecoder:
         if not isinstance(self.stream, int):  # copies on the default stream (0) are blocking
             self.stream.synchronize()
 
+    def synchronize(self) -> None:
+        """Wait for everything launched on the decoder's stream (for timing the stages)."""
+        if isinstance(self.stream, int):
+            self._cuda.synchronize()
+        else:
+            self.stream.synchronize()
+
     # -- the API, mirroring runtime.grouping -------------------------------------------------
 
     def group(self, candidates, detection_threshold: float = 0.1,
@@ -466,12 +473,24 @@ class DeviceDecoder:
     def decode(self, candidates, heatmap, tags, detection_threshold: float = 0.1,
                tag_threshold: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """Like ``grouping.decode_people``: group, score, refine; returns ``(persons, scores)``."""
+        return self.collect(self.launch(candidates, heatmap, tags, detection_threshold, tag_threshold))
+
+    def launch(self, candidates, heatmap, tags, detection_threshold: float = 0.1,
+               tag_threshold: float = 1.0):
+        """``decode`` without the copy back: queue the kernels on the stream, return a job for
+        ``collect``. The decoder's work buffers hold one job: collect it before the next launch."""
         cand = self._candidates(candidates)
         heat, tag = self._maps(heatmap, tags)
         if cand.shape[1] == 0:
-            return np.zeros((0, NUM_JOINTS, 5), np.float32), np.zeros(0, np.float32)
+            return None
         work = self._launch_group(cand, detection_threshold, tag_threshold)
-        refined = self._launch_refine(work.persons, work.count, heat, tag)
+        return work, self._launch_refine(work.persons, work.count, heat, tag)
+
+    def collect(self, job) -> tuple[np.ndarray, np.ndarray]:
+        """The people of a launched job on the host: ``(persons [P, 17, 5], scores [P])``."""
+        if job is None:
+            return np.zeros((0, NUM_JOINTS, 5), np.float32), np.zeros(0, np.float32)
+        work, refined = job
         return self._copy_back(work.persons, work.count, refined.scores)
 
     def refine(self, persons: np.ndarray, heatmap, tags) -> None:

@@ -2,6 +2,10 @@
 
 host: read → geometry + warp (SPEC §4, §11) → backend runs the DecodeGraph → grouping + refine
 (SPEC §7–8, numba) → back to image pixels (SPEC §9).
+
+With a GPU backend (one that has a ``device_io``: TensorRT, ONNX Runtime CUDA) the outputs stay on
+the device and grouping + refine run there (``runtime.cuda_grouping``) on the backend's stream;
+only the people are copied back.
 """
 from __future__ import annotations
 
@@ -25,12 +29,12 @@ class StageTimes:
     graph: float = 0.0
     group_refine: float = 0.0
     images: int = 0
+    upload: float = 0.0  # host → device copy of the inputs (GPU backends)
+    download: float = 0.0  # device → host copy of the people (GPU backends)
 
     def add(self, other: "StageTimes") -> None:
-        self.read_warp += other.read_warp
-        self.graph += other.graph
-        self.group_refine += other.group_refine
-        self.images += other.images
+        for name in ("read_warp", "graph", "group_refine", "images", "upload", "download"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
@@ -39,6 +43,13 @@ class PoseEstimator:
 
     backend: Backend
     times: StageTimes = field(default_factory=StageTimes)
+    decoder: object = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.backend.device_io is not None:
+            from runtime.cuda_grouping import DeviceDecoder
+
+            self.decoder = DeviceDecoder(stream=self.backend.device_io.stream)
 
     @property
     def metadata(self):
@@ -72,18 +83,41 @@ class PoseEstimator:
         for index, item in enumerate(prepared):
             by_shape.setdefault(tuple(a.shape for a in item.inputs), []).append(index)
         people: list[list[Person]] = [[] for _ in images]
-        graph = group = 0.0
+        times = StageTimes(read_warp=warped - start, images=len(images))
         for indices in by_shape.values():
-            began = time.perf_counter()
-            outputs = self.run_graph([prepared[i] for i in indices])
-            ran = time.perf_counter()
-            for position, index in enumerate(indices):
-                persons, scores = self.group(outputs, position)
+            batch = [prepared[i] for i in indices]
+            if self.decoder is None:
+                began = time.perf_counter()
+                outputs = self.run_graph(batch)
+                ran = time.perf_counter()
+                found = [self.group(outputs, position) for position in range(len(indices))]
+                times.graph += ran - began
+                times.group_refine += time.perf_counter() - ran
+            else:
+                found = self._device_people(batch, times)
+            for (persons, scores), index in zip(found, indices):
                 people[index] = people_in_image(persons, scores, prepared[index].base_geometry)
-            graph += ran - began
-            group += time.perf_counter() - ran
-        self.times.add(StageTimes(warped - start, graph, group, len(images)))
+        self.times.add(times)
         return people
+
+    def _device_people(self, batch: list[Prepared], times: StageTimes) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Graph, grouping and refine on the GPU for one batch; each stage timed on its own."""
+        feed = {name: np.stack([p.inputs[i] for p in batch]) for i, name in enumerate(self.metadata.input_names)}
+        outputs = self.backend.run_device(feed)
+        times.upload += self.backend.device_io.times.upload
+        times.graph += self.backend.device_io.times.graph
+        decode = self.metadata.decode
+        found = []
+        for position in range(len(batch)):
+            began = time.perf_counter()
+            job = self.decoder.launch(outputs["candidates"][position], outputs["heatmap"][position],
+                                      outputs["tags"][position], decode.detection_threshold, decode.tag_threshold)
+            self.decoder.synchronize()
+            launched = time.perf_counter()
+            found.append(self.decoder.collect(job))
+            times.group_refine += launched - began
+            times.download += time.perf_counter() - launched
+        return found
 
     def estimate_file(self, path: str | Path) -> list[Person]:
         start = time.perf_counter()

@@ -81,6 +81,11 @@ def test_simulator_inputs_buffers_and_errors():
     assert result["cases"] > 0
 
 
+def test_simulator_pipeline_device_path_matches_host():
+    result = run_suite("pipeline")
+    assert result["images"] >= 6 and result["people"] > 0
+
+
 def test_kernels_compile_without_fma():
     """Every kernel compiles to PTX for sm_90 (libNVVM only, no GPU) and the PTX holds no fused
     multiply-add, flush-to-zero or approximate instruction; without the ``_mul32``/``_mul64``
@@ -358,6 +363,69 @@ def suite_api() -> dict:
     return {"cases": cases + 2}
 
 
+class _MapsBackend:
+    """A stand-in GPU backend for the pipeline's device path: it returns small tie-heavy maps (one
+    set per image of the batch, whatever the feed) from ``run`` on the host and, through
+    ``DeviceIO`` buffers, from ``run_device`` — so the two PoseEstimator paths must give the same
+    people. Only the glue is under test here; the backends' own device runs need a GPU."""
+
+    name = "maps"
+
+    def __init__(self, device_io, seed: int) -> None:
+        from runtime.backends.base import io_specs
+        from runtime.metadata import ModelMetadata
+
+        self.metadata = ModelMetadata("w32", 512)
+        self.inputs, self.outputs = io_specs(self.metadata)
+        self.device_io, self.seed, self.calls = device_io, seed, 0
+
+    def _maps(self, batch: int) -> dict[str, np.ndarray]:
+        from tests.test_grouping import adjusted_candidates, variant_maps
+
+        rng = np.random.default_rng(self.seed + self.calls)
+        self.calls += 1
+        made = [variant_maps(rng, "plain", 16, 20) for _ in range(batch)]
+        return {"candidates": np.stack([adjusted_candidates(h, t) for h, t in made]),
+                "heatmap": np.stack([h for h, _ in made]), "tags": np.stack([t for _, t in made])}
+
+    def run(self, feed):
+        return self._maps(len(next(iter(feed.values()))))
+
+    def run_device(self, feed):
+        host = self.run(feed)
+        slot = self.device_io.slot({name: (a.shape, "uint8") for name, a in feed.items()},
+                                   {name: (a.shape, "float32") for name, a in host.items()})
+        self.device_io.upload(slot, feed)
+        for name, array in host.items():
+            slot.outputs[name].copy_to_device(array, stream=self.device_io.stream)
+        return slot.outputs
+
+
+def suite_pipeline() -> dict:
+    """PoseEstimator with a backend that keeps its outputs on the device (simulated) gives the
+    people of the host path, image by image and in a batch."""
+    from runtime.backends.device import DeviceIO
+    from runtime.pipeline import PoseEstimator
+
+    images = [np.full((48 + 8 * i, 64, 3), 10 * i, np.uint8) for i in range(3)] * 2
+    device_backend = _MapsBackend(DeviceIO(0), seed=900_000)
+    host_backend = _MapsBackend(None, seed=900_000)
+    device_path, host_path = PoseEstimator(device_backend), PoseEstimator(host_backend)
+    assert device_path.decoder is not None and host_path.decoder is None
+    people = 0
+    for got, expected in zip(device_path.batch(images) + [device_path(images[0])],
+                             host_path.batch(images) + [host_path(images[0])]):
+        assert len(got) == len(expected), "pipeline: person count"
+        for a, b in zip(got, expected):
+            assert same_bits(a.keypoints, b.keypoints) and a.score == b.score, "pipeline: person"
+        people += len(got)
+    times = device_path.times
+    assert times.images == len(images) + 1 and min(times.upload, times.graph, times.group_refine,
+                                                   times.download) >= 0
+    assert len(device_backend.device_io.slots) == 4  # one buffer set per input shape (3 + single image)
+    return {"images": len(images) + 1, "people": people}
+
+
 def suite_ptx() -> dict:
     """Compile each kernel to PTX for sm_90 without a GPU and count the instructions that
     would break bit parity.  numba-cuda asks the current device for its compute capability
@@ -427,7 +495,7 @@ def first_difference(got: np.ndarray, expected: np.ndarray):
 
 
 SUITES = {"group": suite_group, "decode": suite_decode, "ties": suite_ties, "api": suite_api,
-          "ptx": suite_ptx}
+          "pipeline": suite_pipeline, "ptx": suite_ptx}
 
 
 if __name__ == "__main__":

@@ -469,3 +469,50 @@ def test_cli_user_error_is_one_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "missing.pth" in lines[0], done.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX Runtime's CUDA EP (needs a GPU and onnxruntime-gpu)
+
+
+def _cuda_backends(path: Path):
+    torch = pytest.importorskip("torch")
+    import onnxruntime
+
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA device here (the CPU wheel?); the reference runs in torch on the GPU")
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu is not installed (pip install 'hrnet-deploy[gpu]')")
+    from runtime.backends import open_backend, open_torch
+
+    return open_backend(path, device="cuda"), open_torch("w32", "synthetic:0", 512, device="cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_ep_runs_whole_graph_with_cuda_graphs(exported):
+    """Every node of the DecodeGraph placed on the CUDA EP: ONNX Runtime accepts CUDA graphs only then."""
+    ort_cuda, torch_cuda = _cuda_backends(exported[0])
+    with ort_cuda, torch_cuda:
+        assert ort_cuda.cuda_graph, f"CUDA graphs refused: {ort_cuda.cuda_graph_refused}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("path", SUBSET, ids=lambda p: p.name)
+def test_cuda_fp32_people_equal_torch(path, exported):
+    """ONNX Runtime CUDA FP32 (``use_tf32=0``), outputs kept on the device and grouped by the CUDA
+    kernels, against torch FP32 on the same GPU (TF32 off) grouped on the host: the same people.
+    The dense outputs are compared too (bit-identical in the measurement of ../shared/gpu/README.md)."""
+    from runtime.pipeline import PoseEstimator
+    from runtime.preprocess import read_image
+
+    ort_cuda, torch_cuda = _cuda_backends(exported[0])
+    with ort_cuda, torch_cuda:
+        feed = exporter.prepared_feed(torch_cuda.metadata, path)
+        comparison = exporter.compare_outputs(torch_cuda.run(feed), ort_cuda.run(feed))
+        assert not comparison.candidate_mismatches, "; ".join(comparison.candidate_mismatches[:3])
+        image = read_image(path)
+        device_people, host_people = PoseEstimator(ort_cuda)(image), PoseEstimator(torch_cuda)(image)
+        assert len(device_people) == len(host_people)
+        for ours, reference in zip(device_people, host_people):
+            assert np.abs(ours.keypoints - reference.keypoints).max() <= PEOPLE_TOL
+            assert abs(ours.score - reference.score) <= PEOPLE_TOL

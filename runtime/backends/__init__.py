@@ -13,11 +13,12 @@ from runtime.errors import UserError
 __all__ = ["Backend", "TensorSpec", "open_backend", "open_torch"]
 
 
-def open_torch(arch: str, checkpoint: str, input_size: int, scales: tuple[float, ...] = (1.0,)) -> Backend:
+def open_torch(arch: str, checkpoint: str, input_size: int, scales: tuple[float, ...] = (1.0,),
+               device: str = "cpu") -> Backend:
     """The PyTorch reference: build the DecodeGraph from an architecture and a checkpoint."""
     from runtime.backends.torch_backend import TorchBackend
 
-    return TorchBackend.from_checkpoint(arch, checkpoint, input_size, scales)
+    return TorchBackend.from_checkpoint(arch, checkpoint, input_size, scales, device)
 
 
 def open_backend(path: str | Path, device: str = "cpu") -> Backend:

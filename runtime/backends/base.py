@@ -25,6 +25,11 @@ class Backend:
 
     Subclasses set ``metadata``, ``inputs`` and ``outputs`` and implement ``_run``; ``run`` checks the
     feed against the model's own specs first. Use as a context manager to free resources.
+
+    Backends that run on a GPU also set ``device_io`` (``runtime.backends.device.DeviceIO``) and
+    implement ``_run_device``: ``run_device`` returns the outputs as device arrays that stay where the
+    engine wrote them (valid until the next run with the same input shapes), for the CUDA grouping to
+    read in place. ``run`` on such a backend copies them to the host.
     """
 
     metadata: ModelMetadata
@@ -33,6 +38,7 @@ class Backend:
     name: str = "backend"
     # Input sides must be multiples of this (the network downsamples by 32).
     stride: int = 32
+    device_io = None
 
     def __enter__(self) -> "Backend":
         return self
@@ -71,6 +77,24 @@ class Backend:
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def run_device(self, feed: dict[str, np.ndarray]) -> dict[str, object]:
+        """Outputs left on the GPU (numba device arrays); only for backends with a ``device_io``."""
+        if self.device_io is None:
+            raise UserError(f"{self.name}: this backend keeps its outputs on the host; use run()")
+        self.check_feed(feed)
+        return self._run_device(feed)
+
+    def _run_device(self, feed: dict[str, np.ndarray]) -> dict[str, object]:
+        raise NotImplementedError
+
+    def output_shapes(self, feed: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+        """Shapes of the outputs for a feed: they follow from the base scale's input."""
+        base = feed[self.metadata.input_names[self.metadata.decode.base]]
+        batch, height, width = base.shape[:3]
+        k = self.metadata.decode.top_k
+        return {"candidates": (batch, 17, k, 5), "heatmap": (batch, 17, height, width),
+                "tags": (batch, 17, height, width, 2)}
 
 
 def io_specs(metadata: ModelMetadata) -> tuple[list[TensorSpec], list[TensorSpec]]:

@@ -5,22 +5,30 @@ pipeline needs (arch, input size, scales, decode parameters) comes from the file
 and the session's own inputs and outputs are checked against that metadata when the file is opened.
 
 Devices: ``"cpu"`` (CPUExecutionProvider) or ``"cuda"`` / ``"cuda:N"`` (CUDAExecutionProvider of the
-``onnxruntime-gpu`` package, with ``use_tf32=0``: ONNX Runtime's CUDA EP uses TF32 for float32
-convolutions by default, which changed top-30 candidate sets against torch in our measurements on an
-H100; with it off the outputs matched torch bit for bit).
+``onnxruntime-gpu`` package). On CUDA:
 
-Runs use IO binding: inputs are bound from the caller's arrays and, on the CPU, outputs are written
-straight into freshly allocated NumPy arrays (shapes follow from the input shapes), so no copy is made
-after the run.
+* ``use_tf32=0``: ONNX Runtime's CUDA EP uses TF32 for float32 convolutions by default, which changed
+  top-30 candidate sets against torch in our measurements on an H100; with it off the outputs matched
+  torch bit for bit.
+* Inputs and outputs are bound to fixed device buffers, one set per input shape
+  (``runtime.backends.device``), and the session computes on that ``DeviceIO``'s stream
+  (``user_compute_stream``), so the CUDA grouping kernels read the outputs in place on the same stream.
+* CUDA graphs (``enable_cuda_graph``), one captured graph per input shape (run option
+  ``gpu_graph_id``): they need every compute node on the CUDA EP. If the session refuses them, the
+  backend opens again without and says why in ``cuda_graph_refused``.
+
+On the CPU, runs use IO binding too: outputs are written straight into NumPy arrays allocated from the
+input shapes, so no copy is made after the run.
 """
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.base import OUTPUT_NAMES, Backend, TensorSpec, io_specs
+from runtime.backends.base import Backend, TensorSpec, io_specs
 from runtime.errors import UserError, require
 from runtime.metadata import ModelMetadata
 
@@ -45,7 +53,8 @@ class OnnxBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
+                 cuda_graph: bool = True) -> None:
         ort = require("onnxruntime", "edge")
         self.path = Path(path)
         self.device, self.device_id = _parse_device(device)
@@ -55,13 +64,12 @@ class OnnxBackend(Backend):
         options.log_severity_level = 3  # warnings about our own graph are not the user's business
         if threads:
             options.intra_op_num_threads = int(threads)
-        providers = self._providers(ort)
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
-        except Exception as exc:  # onnxruntime reports unreadable files with several exception types
-            text = " ".join(str(exc).split())[:200]
-            raise UserError(f"{self.path}: not a readable ONNX model for onnxruntime ({text}); if it is an "
-                            f"hrnet-deploy export, the file is truncated or corrupt: {REEXPORT}") from None
+        self.cuda_graph = False
+        self.cuda_graph_refused: str | None = None
+        if self.device == "cpu":
+            self.session = self._open(ort, options, ["CPUExecutionProvider"])
+        else:
+            self._open_cuda(ort, options, cuda_graph)
         if self.device == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
             raise UserError(f"{self.path}: onnxruntime-gpu could not start its CUDA execution provider (the CUDA "
                             f"and cuDNN libraries it was built for were not found); install them, or use device cpu")
@@ -73,9 +81,15 @@ class OnnxBackend(Backend):
     # --------------------------------------------------------------------------------------------
     # Opening
 
-    def _providers(self, ort) -> list:
-        if self.device == "cpu":
-            return ["CPUExecutionProvider"]
+    def _open(self, ort, options, providers: list):
+        try:
+            return ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime reports unreadable files with several exception types
+            text = " ".join(str(exc).split())[:200]
+            raise UserError(f"{self.path}: not a readable ONNX model for onnxruntime ({text}); if it is an "
+                            f"hrnet-deploy export, the file is truncated or corrupt: {REEXPORT}") from None
+
+    def _open_cuda(self, ort, options, cuda_graph: bool) -> None:
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise UserError(f"{self.path}: device {self.device!r} needs ONNX Runtime's CUDA execution provider: "
                             f"pip uninstall onnxruntime && pip install onnxruntime-gpu")
@@ -85,8 +99,21 @@ class OnnxBackend(Backend):
                 preload()
             except Exception:  # noqa: BLE001 - system libraries may still be found by the session
                 pass
-        options = {"device_id": str(self.device_id), "use_tf32": "0"}
-        return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
+        from runtime.backends.device import DeviceIO
+
+        self.device_io = DeviceIO(self.device_id)
+        cuda_options = {"device_id": str(self.device_id), "use_tf32": "0",
+                        "user_compute_stream": str(self.device_io.stream_pointer)}
+        if cuda_graph:
+            try:
+                self.session = ort.InferenceSession(
+                    str(self.path), sess_options=options,
+                    providers=[("CUDAExecutionProvider", {**cuda_options, "enable_cuda_graph": "1"})])
+                self.cuda_graph = True
+                return
+            except Exception as exc:  # noqa: BLE001 - refused graph capture; plain CUDA EP below
+                self.cuda_graph_refused = " ".join(str(exc).split())[:300]
+        self.session = self._open(ort, options, [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"])
 
     def _read_metadata(self) -> ModelMetadata:
         props = dict(self.session.get_modelmeta().custom_metadata_map)
@@ -130,27 +157,56 @@ class OnnxBackend(Backend):
         except UserError as error:
             raise UserError(f"{self.path}: {error}") from None
 
-    def _output_shapes(self, feed: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-        base = feed[self.metadata.input_names[self.metadata.decode.base]]
-        batch, height, width = base.shape[:3]
-        k = self.metadata.decode.top_k
-        return {"candidates": (batch, 17, k, 5), "heatmap": (batch, 17, height, width),
-                "tags": (batch, 17, height, width, 2)}
-
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.device_io is not None:
+            self._run_device(feed)
+            return self.device_io.download(self._slot(feed))
         binding = self.session.io_binding()
         for name in self.metadata.input_names:
             binding.bind_cpu_input(name, np.ascontiguousarray(feed[name]))
-        if self.device == "cpu":
-            outputs = {name: np.empty(shape, dtype=np.float32) for name, shape in self._output_shapes(feed).items()}
-            for name, array in outputs.items():
-                binding.bind_output(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
-            self.session.run_with_iobinding(binding)
-            return outputs
-        for name in OUTPUT_NAMES:
-            binding.bind_output(name, "cuda", self.device_id)
+        outputs = {name: np.empty(shape, dtype=np.float32) for name, shape in self.output_shapes(feed).items()}
+        for name, array in outputs.items():
+            binding.bind_output(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
         self.session.run_with_iobinding(binding)
-        return dict(zip(OUTPUT_NAMES, binding.copy_outputs_to_cpu()))
+        return outputs
+
+    def _slot(self, feed: dict[str, np.ndarray]):
+        inputs = {name: (feed[name].shape, "uint8") for name in self.metadata.input_names}
+        outputs = {name: (shape, "float32") for name, shape in self.output_shapes(feed).items()}
+        return self.device_io.slot(inputs, outputs)
+
+    def _run_device(self, feed: dict[str, np.ndarray]) -> dict[str, object]:
+        """Upload into this shape's fixed buffers and run; the outputs stay in that slot's buffers."""
+        from runtime.backends.device import device_pointer
+
+        io = self.device_io
+        slot = self._slot(feed)
+        if "binding" not in slot.state:
+            binding = self.session.io_binding()
+            for group in (slot.inputs, slot.outputs):
+                for name, array in group.items():
+                    binding_call = binding.bind_input if group is slot.inputs else binding.bind_output
+                    binding_call(name, "cuda", self.device_id, np.dtype(array.dtype), list(array.shape),
+                                 device_pointer(array))
+            slot.state["binding"] = binding
+            slot.state["run_options"] = self._run_options(len(io.slots))
+        io.upload(slot, feed)
+        start = time.perf_counter()
+        self.session.run_with_iobinding(slot.state["binding"], slot.state["run_options"])
+        io.stream.synchronize()
+        io.times.graph = time.perf_counter() - start
+        return slot.outputs
+
+    def _run_options(self, graph_id: int):
+        """One captured CUDA graph per input shape: ONNX Runtime keys them by ``gpu_graph_id``."""
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        if self.cuda_graph:
+            options.add_run_config_entry("gpu_graph_id", str(graph_id))
+        return options
 
     def close(self) -> None:
         self.session = None
+        if self.device_io is not None:
+            self.device_io.close()

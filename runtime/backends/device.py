@@ -1,0 +1,97 @@
+"""Device memory for backends whose outputs stay on the GPU (TensorRT, ONNX Runtime's CUDA EP).
+
+One ``DeviceIO`` per backend: a numba-cuda stream, and for every distinct set of input shapes one
+``DeviceSlot`` of input and output buffers (numba device arrays) allocated the first time that shape
+is seen and reused afterwards. Fixed addresses per shape are what CUDA graphs (ONNX Runtime's
+``enable_cuda_graph``) and TensorRT's ``set_tensor_address`` want, and what lets the CUDA grouping
+kernels (``runtime.cuda_grouping``) read the outputs in place: only people come back to the host.
+
+numba-cuda, not torch or pycuda: the runtime installs on an edge box without torch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def stream_pointer(stream) -> int:
+    """The ``cudaStream_t`` of a numba stream as an integer (for TensorRT and ONNX Runtime)."""
+    handle = stream.handle
+    value = getattr(handle, "value", handle)  # ctypes c_void_p with numba's ctypes binding
+    return int(value or 0)
+
+
+def device_pointer(array) -> int:
+    """The device address of a numba device array (or anything with ``__cuda_array_interface__``)."""
+    return int(array.__cuda_array_interface__["data"][0])
+
+
+@dataclass
+class DeviceSlot:
+    """The buffers of one input-shape set; ``state`` holds what a backend binds to them once."""
+
+    inputs: dict[str, object]
+    outputs: dict[str, object]
+    state: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class DeviceTimes:
+    """Seconds of the last run: host → device copy of the inputs, and the graph itself."""
+
+    upload: float = 0.0
+    graph: float = 0.0
+
+
+class DeviceIO:
+    """Streams and buffers on CUDA device ``device_id``; ``close()`` (or ``with``) frees them."""
+
+    def __init__(self, device_id: int = 0) -> None:
+        from runtime.cuda_grouping import import_cuda
+
+        self.cuda, simulator = import_cuda()
+        if not simulator:
+            self.cuda.select_device(int(device_id))
+        self.device_id = int(device_id)
+        self.stream = self.cuda.stream()
+        self.slots: dict[tuple, DeviceSlot] = {}
+        self.times = DeviceTimes()
+
+    @property
+    def stream_pointer(self) -> int:
+        return stream_pointer(self.stream)
+
+    def slot(self, inputs: dict[str, tuple[tuple[int, ...], str]],
+             outputs: dict[str, tuple[tuple[int, ...], str]]) -> DeviceSlot:
+        """The buffers for these input and output ``name: (shape, dtype)``, allocated on first use."""
+        key = tuple(sorted((name, tuple(shape), dtype) for name, (shape, dtype) in inputs.items()))
+        slot = self.slots.get(key)
+        if slot is None:
+            def allocate(specs):
+                return {name: self.cuda.device_array(tuple(shape), np.dtype(dtype), stream=self.stream)
+                        for name, (shape, dtype) in specs.items()}
+
+            slot = DeviceSlot(allocate(inputs), allocate(outputs))
+            self.slots[key] = slot
+        return slot
+
+    def upload(self, slot: DeviceSlot, feed: dict[str, np.ndarray]) -> None:
+        """Copy the host feed into the slot's input buffers (timed into ``times.upload``)."""
+        start = time.perf_counter()
+        for name, array in feed.items():
+            slot.inputs[name].copy_to_device(np.ascontiguousarray(array), stream=self.stream)
+        self.stream.synchronize()
+        self.times.upload = time.perf_counter() - start
+
+    def download(self, slot: DeviceSlot) -> dict[str, np.ndarray]:
+        """Every output of the slot on the host (for tests and the host pipeline; the device path
+        never needs it)."""
+        host = {name: array.copy_to_host(stream=self.stream) for name, array in slot.outputs.items()}
+        self.stream.synchronize()
+        return host
+
+    def close(self) -> None:
+        self.slots.clear()
+        self.stream = None
