@@ -75,16 +75,19 @@ class PoseEstimator:
         return self.batch([image])[0]
 
     def batch(self, images: list[np.ndarray]) -> list[list[Person]]:
-        """People in several images; images whose network inputs have equal sizes share one graph run."""
+        """People in several images; images whose network inputs have equal sizes share one graph run
+        (up to the backend's ``max_batch``)."""
         start = time.perf_counter()
         prepared = [self.prepare(image) for image in images]
         warped = time.perf_counter()
         by_shape: dict[tuple, list[int]] = {}
         for index, item in enumerate(prepared):
             by_shape.setdefault(tuple(a.shape for a in item.inputs), []).append(index)
+        limit = self.backend.max_batch or len(images)
+        runs = [indices[i:i + limit] for indices in by_shape.values() for i in range(0, len(indices), limit)]
         people: list[list[Person]] = [[] for _ in images]
         times = StageTimes(read_warp=warped - start, images=len(images))
-        for indices in by_shape.values():
+        for indices in runs:
             batch = [prepared[i] for i in indices]
             if self.decoder is None:
                 began = time.perf_counter()

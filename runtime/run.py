@@ -8,6 +8,7 @@ Examples:
   python -m runtime.run --engine w32.onnx --image-dir photos/ --out people.json --draw pictures/
   python -m runtime.run --checkpoint w32_512 --image a.jpg b.jpg --out people.json
   python -m runtime.run --engine w32.onnx --video clip.mp4 --out clip.json --device cuda
+  python -m runtime.run --engine w32.plan --image-dir photos/ --out people.json   # TensorRT, on the GPU
 """
 from __future__ import annotations
 
@@ -40,9 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     engine = parser.add_argument_group("model file")
     engine.add_argument("--engine", type=Path, metavar="FILE",
-                        help="an exported model (.onnx from python -m export.onnx); replaces the PyTorch flags below")
+                        help="an exported model (.onnx from python -m export.onnx, or a TensorRT .plan from python -m "
+                             "export.trt); replaces the PyTorch flags below")
     engine.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="where an --engine runs: cpu, or cuda (needs onnxruntime-gpu) (default: cpu)")
+                        help="where the model runs: cpu, or cuda (an .onnx --engine needs onnxruntime-gpu, the PyTorch "
+                             "reference a CUDA torch); a .plan always runs on the GPU (default: cpu)")
     model = parser.add_argument_group("PyTorch reference (when no --engine is given)")
     model.add_argument("--arch", choices=ARCHS, default="w32", help="network width (default: w32)")
     model.add_argument("--input-size", type=int, choices=INPUT_SIZES, default=512,
@@ -75,15 +78,17 @@ def open_estimator(args: argparse.Namespace):
 
     if args.engine:
         return PoseEstimator(open_backend(args.engine, device=args.device))
-    if args.device != "cpu":
-        raise UserError("--device cuda needs an exported model: pass --engine FILE.onnx (the PyTorch reference runs on the CPU)")
-    return PoseEstimator(open_torch(args.arch, args.checkpoint, args.input_size, check_scales(args.scales)))
+    return PoseEstimator(open_torch(args.arch, args.checkpoint, args.input_size, check_scales(args.scales),
+                                    device=args.device))
 
 
 def describe(estimator) -> str:
     meta = estimator.metadata
     text = (f"model: {estimator.backend.name}, HigherHRNet-{meta.arch.upper()} input {meta.input_size}, "
             f"scales {list(meta.decode.scales)}, {meta.precision}, weights {meta.checkpoint}")
+    refused = getattr(estimator.backend, "cuda_graph_refused", None)
+    if refused:
+        text += f"\nnote: running without CUDA graphs (ONNX Runtime refused them: {refused})"
     if meta.checkpoint.startswith("synthetic:"):
         text += ("\nnote: synthetic weights — deterministic random numbers, not a trained model; the people found "
                  "are meaningless as poses. Pass --checkpoint w32_512 (or a .pth file) for real results.")

@@ -22,7 +22,11 @@ def open_torch(arch: str, checkpoint: str, input_size: int, scales: tuple[float,
 
 
 def open_backend(path: str | Path, device: str = "cpu") -> Backend:
-    """Open an exported model file; its kind is told by the suffix."""
+    """Open an exported model file; its kind is told by the suffix.
+
+    ``.onnx``: ONNX Runtime on ``device`` (cpu, cuda, cuda:N). ``.plan`` / ``.engine``: TensorRT, always
+    on a GPU (cuda:N selects one; cpu means cuda:0), with the JSON sidecar ``export.trt`` wrote beside it.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such model file; export one with `python -m export.onnx` or check the path")
@@ -30,4 +34,10 @@ def open_backend(path: str | Path, device: str = "cpu") -> Backend:
         from runtime.backends.onnx_backend import OnnxBackend
 
         return OnnxBackend(path, device=device)
-    raise UserError(f"{path}: unknown model file type {path.suffix!r}; give an exported .onnx file")
+    if path.suffix.lower() in (".plan", ".engine"):
+        from runtime.backends.trt_backend import TrtBackend
+
+        # A TensorRT engine runs only on the GPU: "cpu" (the CLI's default device) means the first GPU.
+        return TrtBackend(path, device=device if str(device).startswith("cuda") else "cuda")
+    raise UserError(f"{path}: unknown model file type {path.suffix!r}; give an exported .onnx file or a "
+                    f"TensorRT .plan built by python -m export.trt")

@@ -39,6 +39,8 @@ class Backend:
     # Input sides must be multiples of this (the network downsamples by 32).
     stride: int = 32
     device_io = None
+    # Largest batch a run takes (a TensorRT profile's limit); None: any.
+    max_batch: int | None = None
 
     def __enter__(self) -> "Backend":
         return self

@@ -189,7 +189,7 @@ class OnnxBackend(Backend):
                     binding_call(name, "cuda", self.device_id, np.dtype(array.dtype), list(array.shape),
                                  device_pointer(array))
             slot.state["binding"] = binding
-            slot.state["run_options"] = self._run_options(len(io.slots))
+            slot.state["run_options"] = self._run_options(len(io.slots))  # 1, 2, ...: ORT reserves 0
         io.upload(slot, feed)
         start = time.perf_counter()
         self.session.run_with_iobinding(slot.state["binding"], slot.state["run_options"])
