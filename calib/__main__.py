@@ -8,16 +8,18 @@ Examples:
 What is written
 ---------------
 The same DecodeGraph with explicit QuantizeLinear/DequantizeLinear nodes (symmetric INT8, weights per
-channel, bias float) in front of the network's convolutions and residual Adds; the decode and the
-two final head layers stay float32 (see calib/quantize.py for why and how). Inputs and outputs do
-not change (uint8 in, float32 out); ``ModelMetadata.precision`` says ``int8`` and ``calib.*``
-metadata keys record the method, the images and the source file. The file runs in ONNX Runtime
-(CPU or CUDA) and is what a strongly typed TensorRT build takes.
+channel, bias float) on the inputs and outputs of the network's convolutions, Adds, ReLUs and
+upsampling Resizes, so that ONNX Runtime's CPU provider runs the convolutions and Adds as integer
+operators; the decode and the two final head layers stay float32 (see calib/quantize.py for why and
+how). Inputs and outputs do not change (uint8 in, float32 out); ``ModelMetadata.precision`` says
+``int8`` and ``calib.*`` metadata keys record the method, the images and the source file. The file
+runs in ONNX Runtime (CPU or CUDA) and is what a strongly typed TensorRT build takes.
 
 Calibration statistics are cached (``--cache-dir``, default ``~/.cache/hrnet-deploy/calib``, or
-``$HRNET_DEPLOY_CACHE/calib``), keyed by the model's sha256, the method, the images and the ONNX
-Runtime version, so a rerun only quantizes. The result is checked against the FP32 file in ONNX
-Runtime on one image (per-output SQNR, candidate agreement) before it is renamed into place.
+``$HRNET_DEPLOY_CACHE/calib``), keyed by the model's sha256, the method, the images, the Q/DQ
+placement and the ONNX Runtime version, so a rerun only quantizes. The result is checked against the
+FP32 file in ONNX Runtime on one image (per-output SQNR, candidate agreement) before it is renamed
+into place, and the integer operators ONNX Runtime's CPU optimizer forms from it are counted.
 
 Exit codes: 0 written and checked, 1 check failed (nothing written), 2 user error.
 """
@@ -32,10 +34,11 @@ from runtime.errors import UserError, require
 from runtime.files import publish
 
 # Lowest per-output SQNR (INT8 file vs the FP32 file, ONNX Runtime) before the file is refused. One
-# symmetric 8-bit rounding of a well-calibrated activation has an SQNR of ~35-40 dB; ~470 quantized
+# symmetric 8-bit rounding of a well-calibrated activation has an SQNR of ~35-40 dB; ~740 quantized
 # tensors in series add their noise, and post-training INT8 of a CNN usually ends at 20-35 dB
 # (measured here with synthetic:0 weights: 30-31 dB on heatmap and tags with 8 or more percentile
-# calibration images; quantizing the two final layers too would cost another 0.1-0.2 dB). 15 dB
+# calibration images, the same whether Q/DQ sit on the quantized nodes' inputs only or on their
+# outputs too; with inputs only, quantizing the two final layers cost another 0.1-0.2 dB). 15 dB
 # (noise RMS 18% of the signal's) is far below that: a broken calibration (statistics of another
 # model or of garbage images, a wrong per-channel axis, saturating ranges), not quantization noise.
 INT8_SQNR_FLOOR_DB = 15.0
@@ -140,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             import onnx
 
+            from calib.ort_cpu import optimized_op_counts
             from runtime.backends.onnx_backend import OnnxBackend
 
             onnx.checker.check_model(str(temporary))
@@ -151,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
                    f"SQNR floor {INT8_SQNR_FLOOR_DB:g} dB:")
             for line in comparison.lines():
                 _stage(line)
+            ops = optimized_op_counts(temporary)
+            _stage(f"      ONNX Runtime's optimized CPU graph: {ops['QLinearConv']} QLinearConv, {ops['QLinearAdd']} "
+                   f"QLinearAdd, {ops['Conv']} float Conv, {ops['ConvTranspose']} float ConvTranspose")
             if not comparison.ok(INT8_SQNR_FLOOR_DB):
                 print(f"error: the INT8 model's SQNR is below {INT8_SQNR_FLOOR_DB:g} dB against FP32 (broken "
                       f"calibration?); {target} was not written", file=sys.stderr)

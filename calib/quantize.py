@@ -2,8 +2,9 @@
 
 What gets quantized
 -------------------
-Only the network: its Conv, ConvTranspose and Add nodes (named ``/network/...`` by the exporter),
-minus the two ``keypoint_head.final_layers`` 1×1 convolutions that produce the heatmaps and tags.
+Only the network (nodes named ``/network/...`` by the exporter): its Conv, ConvTranspose and Add
+nodes, and the Relu and nearest-neighbour Resize nodes that read an int8 output of those, minus
+the two ``keypoint_head.final_layers`` 1×1 convolutions that produce the heatmaps and tags.
 Everything before (uint8 → float normalize) and after (stage/flip averaging, Resize, NMS MaxPool,
 TopK, Gather, the ±0.25 adjust) stays float32: SPEC §12's discrete decisions compare values a few
 1e-3 apart, which INT8 steps of the final layers' outputs would wipe out. After ONNX Runtime has
@@ -12,37 +13,61 @@ rewires every reader of a quantized tensor, not only the quantized ones) is give
 back, and Q/DQ nodes left without readers are removed — so no Q/DQ sits in front of the decode or
 the final layers.
 
+Where the Q/DQ pairs sit
+------------------------
+On the inputs *and* the outputs of the quantized nodes, so that the network body is a chain of
+int8 tensors: ``DQ → Conv → Q``, ``DQ, DQ → Add → Q``, ``DQ → Relu → Q``, and a Resize whose output
+reuses its input's scale (a nearest-neighbour copy changes no value). Each tensor has one
+calibrated scale, whichever node reads it. The exceptions: ConvTranspose keeps a float
+output (a float BatchNormalization reads it, and ONNX Runtime has no integer deconvolution), and
+nodes outside the plan read float.
+
+Why outputs too: ONNX Runtime's CPU provider computes in integers only where a whole unit is
+quantized — it replaces ``DQ(x), DQ(w) → Conv → Q`` by ``QLinearConv`` and ``DQ, DQ → Add → Q`` by
+``QLinearAdd``, and drops the Q/DQ around the Resize; a Conv with Q/DQ on its inputs only is
+dequantized and convolved in float (an inputs-only file took 1.13× the FP32 graph time). Relu has no
+integer kernel there and runs in float between its DQ and Q. TensorRT takes Q/DQ on outputs as
+well (its guide shows a convolution and an element-wise Add each fused with the Q after them). Its
+placement advice would leave no Q/DQ between a convolution and its ReLU, which ONNX Runtime needs;
+what that costs in a TensorRT engine is not measured here (no TensorRT on these machines).
+
+One Q→DQ pair per reading node (``DedicatedQDQPair``), all with the tensor's scale: on x86 ONNX
+Runtime converts an int8 pair to uint8 (what its integer kernels take) only where the Q feeds a
+single DQ, so a tensor read by a convolution and a residual Add needs two quantizers, and
+``separate_reader_quantizers`` keeps ONNX Runtime from merging them again.
+
 Q/DQ format (what TensorRT's explicit quantization takes, TensorRT 10 "Working with quantized types")
 ------------------------------------------------------------------------------------------------------
 * ``QuantFormat.QDQ``; activations and weights ``QInt8`` and symmetric (zero point 0 —
-  ``ActivationSymmetric``/``WeightSymmetric``); weights per output channel (axis 0 for Conv, axis 1
-  for ConvTranspose, whose weight layout is ``[in, out, kh, kw]``), stored as int8 initializers
-  read by a DequantizeLinear.
+  ``ActivationSymmetric``/``WeightSymmetric``), activations per tensor; weights per output channel
+  (axis 0 for Conv, axis 1 for ConvTranspose, whose weight layout is ``[in, out, kh, kw]``), stored
+  as int8 initializers read by a DequantizeLinear.
 * Bias left float (``QuantizeBias=False``): the TensorRT ONNX parser takes DequantizeLinear on 8-bit
   tensors only; it fuses the float bias into the INT8 convolution itself.
-* Q/DQ on the inputs of the quantized ops only (``OpTypesToExcludeOutputQuantization``), one pair
-  per reading node (``DedicatedQDQPair``) — TensorRT's placement advice: quantize what weighted
-  layers and residual Adds read, let the fusions decide the output precision.
+* The ``axis`` attribute that tells a tensor's quantizers apart is ignored for per-tensor scales
+  (ONNX spec; TensorRT's parser resets it).
 
-ONNX Runtime (CPU) runs the same file: it is how INT8 accuracy is measured here without a GPU. Its
-speed there says little about TensorRT: with Q/DQ only in front of the convolutions, ONNX Runtime's
-CPU provider dequantizes and convolves in float for most layers.
+ONNX Runtime (CPU) runs the same file: it is how INT8 accuracy is measured here without a GPU, and
+``calib.ort_cpu`` counts the integer operators its optimizer forms.
 
 Calibration
 -----------
 Statistics come from real images through the runtime preprocessing (``calib.dataset``), one image
-per calibrator pass, over exactly the tensors the quantizer needs (the activation inputs of the
-nodes above), with one of ONNX Runtime's calibrators (all symmetric, as the Q/DQ are):
+per calibrator pass, over exactly the tensors the quantizer needs (the float inputs and outputs
+of the nodes above, bar a Resize's output), with one of ONNX Runtime's calibrators (all symmetric,
+as the Q/DQ are):
 
 * ``percentile`` (default): |x| histogram (2048 bins), range at the 99.999th percentile: robust to the
   few extreme activations a handful of images produce;
 * ``entropy``: the KL-divergence threshold search of TensorRT's entropy calibrator (2048 bins, 128
-  quantized bins; ONNX Runtime's pure-Python search takes minutes for ~500 tensors);
+  quantized bins; ONNX Runtime's pure-Python search takes minutes for ~700 tensors);
 * ``minmax``: the full observed range.
 
 The statistics are cached on disk as ONNX Runtime's own calibration-cache JSON (written atomically
 by ONNX Runtime), keyed by the model file's sha256, the method and its settings, the images (names
-and bytes) and the ONNX Runtime version: a rerun skips calibration.
+and bytes), the placement (which op types are quantized, which pass values through, which keep a
+float output), the measured tensors and the ONNX Runtime version: a rerun skips calibration, and a
+cache written for another placement is never read.
 """
 from __future__ import annotations
 
@@ -63,7 +88,14 @@ from runtime.metadata import ModelMetadata
 
 METHODS = ("percentile", "entropy", "minmax")
 DEFAULT_METHOD = "percentile"
-QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "Add")
+QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "Add", "Relu", "Resize")
+# Ops that only pass values on (Relu clamps at 0, a nearest-neighbour Resize copies): quantized where the
+# tensor they read is quantized, so that the int8 chain around them is not cut.
+PASS_THROUGH = ("Relu", "Resize")
+# No integer ConvTranspose on ONNX Runtime's CPU, and a float BatchNormalization reads the head's one.
+FLOAT_OUTPUT = ("ConvTranspose",)
+# Resize's output takes the scale of its input (the values are copies): it needs no statistics.
+SHARED_SCALE = ("Resize",)
 NETWORK_SCOPE = "/network/"
 # The two head output convolutions (and their copies for further scales: final_layers.0_1 ...).
 FINAL_LAYER = re.compile(r"/keypoint_head/final_layers\.\d+(_\d+)?/")
@@ -79,10 +111,14 @@ QUANTIZER_OPTIONS = {
     "QuantizeBias": False,
     "AddQDQPairToWeight": False,
     "DedicatedQDQPair": True,
-    "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES),
+    "OpTypesToExcludeOutputQuantization": list(FLOAT_OUTPUT),
     "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
 }
-CACHE_FORMAT = 1  # bump when what the cache holds changes meaning
+CACHE_FORMAT = 2  # bump when what the cache holds changes meaning
+# QuantizeLinear's ``axis`` (default 1) is ignored for a per-tensor scale (ONNX spec; TensorRT's parser resets it).
+# Distinct values on the quantizers of one tensor keep ONNX Runtime from merging them (see
+# separate_reader_quantizers); the activations here are NCHW feature maps, so 0, 2 and 3 are the other valid ones.
+SPARE_AXES = (0, 2, 3)
 REEXPORT = "export an FP32 model with python -m export.onnx (without --simplify) and quantize that"
 
 
@@ -159,7 +195,7 @@ class Plan:
 
     quantize: list[str]  # node names handed to the quantizer
     final_layers: list[str]  # the head output convolutions, kept float
-    activations: list[str]  # float activation inputs of ``quantize`` (what calibration measures)
+    activations: list[str]  # float tensors ``quantize`` reads and writes (what calibration measures)
 
 
 def plan(model, quantize_final_layers: bool = False) -> Plan:
@@ -168,14 +204,25 @@ def plan(model, quantize_final_layers: bool = False) -> Plan:
     constants = {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
     network = [n for n in model.graph.node if n.name.startswith(NETWORK_SCOPE) and n.op_type in QUANTIZED_OP_TYPES]
     final = [n.name for n in network if FINAL_LAYER.search(n.name)]
-    chosen = [n for n in network if quantize_final_layers or not FINAL_LAYER.search(n.name)]
-    if not chosen or not final:
+    chosen, int8_outputs = [], set()
+    for node in network:  # graph order: a node's producers come first
+        if FINAL_LAYER.search(node.name) and not quantize_final_layers:
+            continue
+        if node.op_type in PASS_THROUGH and node.input[0] not in int8_outputs:
+            continue
+        chosen.append(node)
+        if node.op_type not in FLOAT_OUTPUT:
+            int8_outputs.add(node.output[0])
+    if not any(n.op_type == "Conv" for n in chosen) or not final:
         raise UserError(f"the graph has no {NETWORK_SCOPE} convolutions or no final_layers: node names were changed "
                         f"(a simplifier?) or it is not an hrnet-deploy DecodeGraph; {REEXPORT}")
+    skip = initializers | constants | {n.output[0] for n in chosen if n.op_type in SHARED_SCALE}
     activations = []
     for node in chosen:
-        for name in node.input[:1] if node.op_type in ("Conv", "ConvTranspose") else node.input:
-            if name and name not in initializers and name not in constants and name not in activations:
+        reads = node.input[:1] if node.op_type in ("Conv", "ConvTranspose", *PASS_THROUGH) else node.input
+        writes = node.output[:1] if node.op_type not in FLOAT_OUTPUT else []
+        for name in [*reads, *writes]:
+            if name and name not in skip and name not in activations:
                 activations.append(name)
     return Plan([n.name for n in chosen], final, activations)
 
@@ -190,6 +237,7 @@ def cache_key(source_sha256: str, method: str, images_sha256: str, activations: 
 
     payload = {"format": CACHE_FORMAT, "model": source_sha256, "method": method,
                "options": CALIBRATOR_OPTIONS[method], "images": images_sha256,
+               "placement": {"op_types": QUANTIZED_OP_TYPES, "pass_through": PASS_THROUGH, "float_output": FLOAT_OUTPUT},
                "tensors": hashlib.sha256("\n".join(sorted(activations)).encode()).hexdigest(),
                "onnxruntime": onnxruntime.__version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -293,6 +341,7 @@ def quantize(source: Source, steps: Plan, method: str, cache: Path):
                         extra_options=dict(QUANTIZER_OPTIONS), calibration_cache_path=str(cache))
         model = onnx.load(str(raw))
     keep_float_region(model, set(steps.quantize))
+    separate_reader_quantizers(model)
     return model
 
 
@@ -317,6 +366,30 @@ def keep_float_region(model, quantized: set[str]) -> int:
             rewired += 1
     _drop_unread(model)
     return rewired
+
+
+def separate_reader_quantizers(model) -> int:
+    """Mark the QuantizeLinear nodes of a tensor read by several quantized nodes with distinct ``axis`` values.
+
+    Each reader has its own Q→DQ pair (``DedicatedQDQPair``). On x86, ONNX Runtime turns an int8 Q→DQ pair into
+    uint8 (what its integer kernels take) only where the Q feeds exactly one DQ, and its common-subexpression
+    elimination would first merge identical quantizers of one tensor into a Q feeding several DQs: those readers
+    would then convolve and add in float. The axis values (meaningless for per-tensor scales) keep the nodes
+    apart; scale and zero point stay the same. A fifth reader would share the first one's node. Returns how many
+    nodes were marked.
+    """
+    from onnx import helper
+
+    quantizers: dict[str, list] = {}
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            quantizers.setdefault(node.input[0], []).append(node)
+    marked = 0
+    for nodes in quantizers.values():
+        for node, axis in zip(nodes[1:], SPARE_AXES):
+            node.attribute.append(helper.make_attribute("axis", axis))
+            marked += 1
+    return marked
 
 
 def _drop_unread(model) -> None:

@@ -4,7 +4,8 @@
 horizontal flip → HigherHRNet → flip back + permute (SPEC §5) → resize every stage directly to the base
 size, average stages, flips and scales (SPEC §5, §11) → NMS 5×5 → top-k per joint → gather tags →
 quarter-pixel adjust of each candidate (SPEC §6, §8). ``Decode`` alone can be fed recorded or rendered
-network outputs.
+network outputs; ``DecodeOnly`` is the same decode with nothing but those outputs as inputs (what
+``export.decode_onnx`` exports).
 
 Written for export from the start: no Python control flow on tensor values, H and W dynamic (taken
 from tensor shapes), integer index arithmetic only. Everything after the network stays float32.
@@ -26,6 +27,8 @@ from runtime.metadata import MEAN, NUM_JOINTS, STD, DecodeConfig
 CANDIDATE_FIELDS = ("x", "y", "val", "tag0", "tag1")
 # Precisions the network can run in inside the graph (the decode is float32 in every case).
 NETWORK_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+# ``y0`` is this many times smaller than the network input (SPEC §3), so it fixes the base size.
+Y0_STRIDE = 4
 
 
 class Normalize(nn.Module):
@@ -92,13 +95,18 @@ class Decode(nn.Module):
 
     def candidates(self, heatmap: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
         """NMS, top-k, tag gather and quarter-pixel adjust of every candidate (SPEC §6, §8)."""
-        n, joints, height, width = heatmap.shape
+        n, joints = heatmap.shape[:2]
+        # The map's height and width as int64 tensors computed from the data (sums of ones), not from
+        # its shape: shape values live on the host in ONNX Runtime, and a host tensor entering this
+        # device-side index arithmetic would need a copy node, which rules out CUDA graphs.
+        height = torch.ones_like(heatmap[0, 0, :, 0]).sum().to(torch.int64)
+        width = torch.ones_like(heatmap[0, 0, 0, :]).sum().to(torch.int64)
         pad = (self.config.nms_kernel - 1) // 2
         pooled = F.max_pool2d(heatmap, self.config.nms_kernel, 1, pad)
         suppressed = heatmap * torch.eq(pooled, heatmap).to(heatmap.dtype)
         val, index = torch.topk(suppressed.reshape(n, joints, -1), self.config.top_k, dim=2)
         x = torch.remainder(index, width)
-        y = torch.div(index, width, rounding_mode="floor")
+        y = torch.div(index, width, rounding_mode="trunc")  # index >= 0: truncation is the floor
 
         flat_tags = tags.reshape(n, joints, -1, tags.shape[-1])
         tag = torch.stack([_gather(flat_tags[..., c], index) for c in range(tags.shape[-1])], dim=3)
@@ -118,6 +126,24 @@ class Decode(nn.Module):
     def forward(self, outputs: list[tuple[torch.Tensor, torch.Tensor]], height, width):
         heatmap, tags = self.aggregate(outputs, height, width)
         return self.candidates(heatmap, tags), heatmap, tags
+
+
+class DecodeOnly(nn.Module):
+    """``Decode`` with the raw outputs as its only inputs: ``forward(y0, y1, y0, y1, ...)``.
+
+    One ``(y0, y1)`` pair per scale, largest first, each of batch ``2N`` as ``Decode`` takes them (the
+    N images, then their flipped copies). The base size is ``Y0_STRIDE`` times the scale-1 ``y0``:
+    exactly the scale-1 network input, whose sides are multiples of 32 (SPEC §3).
+    """
+
+    def __init__(self, config: DecodeConfig | None = None) -> None:
+        super().__init__()
+        self.decode = Decode(config or DecodeConfig())
+
+    def forward(self, *raw: torch.Tensor):
+        pairs = list(zip(raw[0::2], raw[1::2]))
+        y0 = pairs[self.decode.config.base][0]
+        return self.decode(pairs, y0.shape[2] * Y0_STRIDE, y0.shape[3] * Y0_STRIDE)
 
 
 class DecodeGraph(nn.Module):

@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import MINI, REPO, load_golden, need
+from tests.device_placement import host_values_into_device_ops
 from tests.golden_compare import assert_same_people
 
 onnx = pytest.importorskip("onnx")
@@ -347,14 +348,14 @@ def test_golden_people_through_onnx(record, ort_backend, w32_synthetic):
 
 
 @pytest.mark.slow
-def test_multi_scale_export_against_torch(tmp_path_factory, w32_synthetic):
+def test_multi_scale_export_against_torch(multi_scale_exported, w32_synthetic):
     """--scales 2,1,0.5: three uint8 inputs, largest first; ORT equals torch on three images."""
     from export.graphs import DecodeGraph
     from runtime.backends import open_backend
     from runtime.backends.torch_backend import TorchBackend
     from runtime.metadata import DecodeConfig, ModelMetadata
 
-    path, _ = _export(tmp_path_factory.mktemp("onnx_ms"), "--scales", "2,1,0.5", "--skip-verify")
+    path = multi_scale_exported
     decode = DecodeConfig(scales=(2, 1, 0.5))
     metadata = ModelMetadata(arch="w32", input_size=512, decode=decode, checkpoint="synthetic:0")
     reference = TorchBackend(DecodeGraph(w32_synthetic.graph.network, decode), metadata)
@@ -474,47 +475,40 @@ def test_cli_user_error_is_one_line(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # ONNX Runtime's CUDA EP (needs a GPU and onnxruntime-gpu)
 
-# Inputs that ONNX Runtime's CUDA kernels read from host memory (shapes, indices, sizes; from the
-# kernels' InputMemoryType registrations). Everything else a CUDA kernel reads lives on the device.
-HOST_INPUTS = {"Reshape": {1}, "Slice": {1, 2, 3, 4}, "Unsqueeze": {1}, "Squeeze": {1}, "Resize": {1, 2, 3},
-               "TopK": {1}, "Split": {1}, "Expand": {1}, "ConstantOfShape": {0}, "Tile": {1}, "ReduceSum": {1}}
+@pytest.fixture(scope="module")
+def multi_scale_exported(tmp_path_factory) -> Path:
+    return _export(tmp_path_factory.mktemp("onnx_ms"), "--scales", "2,1,0.5", "--skip-verify")[0]
 
 
-def host_values_into_device_ops(model) -> list[str]:
-    """Nodes on the image's data path that read a shape-derived (host) value through a device input.
+def test_placement_check_finds_a_host_value_on_the_device_path():
+    """The check itself: W from Shape into a Mod on TopK's indices (the old decode) is found; the
+    same W only as Reshape's shape input (a host input) is not."""
+    from onnx import TensorProto, helper
 
-    ONNX Runtime keeps ``Shape`` outputs and the small integer arithmetic on them on the host. A node
-    of the data path that reads such a value gets a host-to-device copy node in front of it, and a
-    graph with copy nodes cannot be captured as a CUDA graph. Every CUDA kernel the DecodeGraph uses
-    exists for its types (ONNX Runtime's OperatorKernels table), so these copies are the one thing
-    that can keep the session from using CUDA graphs.
-    """
-    graph = model.graph
-    constant = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    on_host, on_device, found = set(), {i.name for i in graph.input}, []
-    for node in graph.node:
-        host_ports = HOST_INPUTS.get(node.op_type, set())
-        if node.op_type == "Shape":
-            on_host.update(node.output)
-        elif node.op_type == "ConstantOfShape" or any(
-                name in on_device and port not in host_ports for port, name in enumerate(node.input)):
-            on_device.update(node.output)
-            found += [f"{node.name} ({node.op_type}) input {port}" for port, name in enumerate(node.input)
-                      if name in on_host and port not in host_ports]
-        elif any(name in on_host for name in node.input) and all(
-                name in on_host or name in constant for name in node.input if name):
-            on_host.update(node.output)
-    return found
+    def model(use_in_mod: bool):
+        nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+                 helper.make_node("Gather", ["shape", "last"], ["width"], axis=0),
+                 helper.make_node("TopK", ["x", "k"], ["val", "index"], axis=1)]
+        if use_in_mod:
+            nodes.append(helper.make_node("Mod", ["index", "width"], ["out"]))
+        else:
+            nodes += [helper.make_node("Unsqueeze", ["width", "zero"], ["width1"]),
+                      helper.make_node("Reshape", ["index", "width1"], ["out"])]
+        graph = helper.make_graph(
+            nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, None])],
+            [helper.make_tensor_value_info("out", TensorProto.INT64, None)],
+            [helper.make_tensor("last", TensorProto.INT64, [], [1]), helper.make_tensor("k", TensorProto.INT64, [1], [3]),
+             helper.make_tensor("zero", TensorProto.INT64, [1], [0])])
+        return helper.make_model(graph)
+
+    assert host_values_into_device_ops(model(True)) == [" (Mod) input 1"]
+    assert host_values_into_device_ops(model(False)) == []
 
 
-@pytest.mark.parametrize("extra", [(), ("--precision", "fp16"), ("--scales", "2,1,0.5")],
-                         ids=["fp32", "fp16", "multi-scale"])
-def test_no_host_values_on_the_device_path(extra, exported, tmp_path):
+@pytest.mark.parametrize("variant", ["fp32", "multi-scale"])
+def test_no_host_values_on_the_device_path(variant, exported, multi_scale_exported):
     """Where the decode needs H or W in its index arithmetic it computes them on the device."""
-    if not extra:
-        path = exported[0]
-    else:
-        path, _ = _export(tmp_path, *extra)
+    path = exported[0] if variant == "fp32" else multi_scale_exported
     model = onnx.load(str(path), load_external_data=False)
     assert any(n.op_type == "Shape" for n in model.graph.node)  # the check has host values to track
     assert host_values_into_device_ops(model) == []
