@@ -20,7 +20,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.errors import UserError  # noqa: E402
+from runtime.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 MINI_SET = REPO.parent / "shared" / "data" / "coco_val2017_mini"
@@ -45,7 +45,7 @@ class CocoSet:
     images: list[CocoImage]
 
     @classmethod
-    def open(cls, root: Path | None = None, ann: Path | None = None) -> "CocoSet":
+    def open(cls, root: Path | None = None, ann: Path | None = None) -> CocoSet:
         root = Path(root) if root else MINI_SET / "images"
         if ann is None:
             ann = MINI_SET / "person_keypoints.json" if root == MINI_SET / "images" else None
@@ -86,27 +86,37 @@ def evaluate(ann: Path, results: list[dict], image_ids: list[int] | None = None)
     return {name: float(value) for name, value in zip(METRICS, evaluator.stats)}
 
 
-def rendered_people(image: CocoImage, annotations: list[dict], input_size: int = 512):
-    """People decoded from network outputs rendered from the ground truth (golden/render_outputs.py)."""
-    import torch
-
+def rendered_outputs(image: CocoImage, annotations: list[dict], input_size: int = 512) -> list[np.ndarray]:
+    """Raw network outputs ``[y0, y1]`` rendered from the ground truth (golden/render_outputs.py), each of
+    batch 2 (the image, then its flipped copy): what ``export.graphs.DecodeOnly`` takes."""
     from benchmarks.render_outputs import render_raw_outputs
-    from export.graphs import Decode
+
+    maps = render_raw_outputs(image.width, image.height, annotations, input_size)
+    return [np.concatenate([maps["y0"], maps["y0_flip"]]), np.concatenate([maps["y1"], maps["y1_flip"]])]
+
+
+def rendered_people(image: CocoImage, annotations: list[dict], input_size: int = 512, decode=None):
+    """People decoded from network outputs rendered from the ground truth.
+
+    ``decode``: raw outputs ``[y0, y1]`` → ``{"candidates", "heatmap", "tags"}``; by default the torch
+    ``DecodeOnly`` (the reference's ``Decode``), or e.g. ``export.decode_onnx.DecodeOnlySession(path).run``.
+    """
     from runtime.grouping import decode_people
     from runtime.metadata import DecodeConfig
     from runtime.preprocess import scale_geometry
     from runtime.results import people_in_image
 
     config = DecodeConfig()
-    maps = render_raw_outputs(image.width, image.height, annotations, input_size)
-    geometry = scale_geometry(image.width, image.height, input_size)
-    outputs = [(torch.from_numpy(np.concatenate([maps["y0"], maps["y0_flip"]])),
-                torch.from_numpy(np.concatenate([maps["y1"], maps["y1_flip"]])))]
-    with torch.inference_mode():
-        candidates, heatmap, tags = Decode(config)(outputs, geometry.input_size[1], geometry.input_size[0])
-    persons, scores = decode_people(candidates[0].numpy(), heatmap[0].numpy(), tags[0].numpy(),
+    raw = rendered_outputs(image, annotations, input_size)
+    if decode is None:
+        from export.decode_onnx import torch_outputs
+
+        outputs = torch_outputs(config, raw)
+    else:
+        outputs = decode(raw)
+    persons, scores = decode_people(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0],
                                     config.detection_threshold, config.tag_threshold)
-    return people_in_image(persons, scores, geometry)
+    return people_in_image(persons, scores, scale_geometry(image.width, image.height, input_size))
 
 
 def print_metrics(metrics: dict[str, float]) -> None:
@@ -146,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     images = coco.images[: args.limit] if args.limit else coco.images
     if args.rendered:
         annotations = coco.annotations()
-        people_of = lambda im: rendered_people(im, annotations.get(im.id, []), args.input_size)  # noqa: E731
+        people_of = lambda im: rendered_people(im, annotations.get(im.id, []), args.input_size)
     else:
         from runtime.backends import open_torch
         from runtime.cli import check_scales, parse_scales
@@ -154,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
 
         scales = check_scales(parse_scales(args.scales))
         estimator = PoseEstimator(open_torch(args.arch, args.checkpoint, args.input_size, scales))
-        people_of = lambda im: estimator.estimate_file(im.path)  # noqa: E731
+        people_of = lambda im: estimator.estimate_file(im.path)
     results: list[dict] = []
     for image in tqdm(images, unit="img", disable=not sys.stderr.isatty()):
         results.extend(coco_results(image.id, people_of(image)))

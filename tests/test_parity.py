@@ -1,6 +1,7 @@
 """benchmarks/parity.py: golden decode metrics, resuming after an interruption, cache keys, skipped backends.
 
-The runs use --rendered (GT-rendered network outputs, torch decode): no network, so they are fast.
+The runs use --rendered (GT-rendered network outputs through each backend's own decode): no network,
+so they are fast. One run covers the whole mini set, for torch and the decode-only ONNX file at once.
 """
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from tests.conftest import GOLDEN, MINI, need
 
 pytest.importorskip("torch")
 pytest.importorskip("pycocotools")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
 
 from benchmarks import parity
 from benchmarks.coco import METRICS, MMPOSE_NAMES
+from runtime.metadata import DecodeConfig
 
 
 def run_parity(out: Path, *extra: str) -> dict:
@@ -44,17 +48,87 @@ def no_stop_hook(monkeypatch):
     monkeypatch.delenv(parity.STOP_ENV, raising=False)
 
 
-def test_rendered_full_mini_set_reproduces_decode_golden(tmp_path):
+def exact_tie(reference: dict, other: dict) -> str | None:
+    """Why two decodes of the same raw outputs give other people, if exact float32 ties of the
+    reference's heatmap explain it; None otherwise.
+
+    Walks the candidates above the threshold of every joint (grouping reads nothing else in another
+    order): a pixel only one side has must sit on an NMS plateau of the reference (a bit-equal value in
+    its 5×5 window, so both pixels survive NMS there and a one-ulp difference keeps only one); a pixel
+    at another place in the order must have a bit-equal value in the reference to the one it swapped
+    with (top-k order among equal values is implementation-defined, SPEC §6). The same candidates in
+    the same order explain nothing.
+    """
+    threshold = DecodeConfig().detection_threshold
+    reasons = []
+    for joint in range(17):
+        ours = [(int(r[0]), int(r[1])) for r in reference["candidates"][0, joint] if r[2] > threshold]
+        theirs = [(int(r[0]), int(r[1])) for r in other["candidates"][0, joint] if r[2] > threshold]
+        if ours == theirs:
+            continue
+        heatmap = reference["heatmap"][0, joint]
+        if set(ours) != set(theirs):
+            for x, y in sorted(set(ours) ^ set(theirs)):
+                window = heatmap[max(0, y - 2): y + 3, max(0, x - 2): x + 3]
+                if np.count_nonzero(window == heatmap[y, x]) < 2:
+                    return None
+            reasons.append(f"joint {joint}: NMS plateau of bit-equal values split at {sorted(set(ours) ^ set(theirs))}")
+            continue
+        for (xa, ya), (xb, yb) in zip(ours, theirs):
+            if heatmap[ya, xa] != heatmap[yb, xb]:
+                return None
+        reasons.append(f"joint {joint}: bit-equal top-k values in another order")
+    return "; ".join(reasons) or None
+
+
+def test_rendered_full_mini_set_through_each_decode(tmp_path, capsys):
+    """torch reproduces decode_mini.json; the ONNX rows are one run of the decode-only file, whose
+    people equal torch's on every image but where an exact float32 tie decides."""
+    from benchmarks.coco import CocoSet, rendered_outputs
+    from export.decode_onnx import DecodeOnlySession, torch_outputs
+
     decode_mini = json.loads(need(GOLDEN / "decode_mini.json").read_text())
     golden = decode_mini["metrics"]
-    report = run_parity(tmp_path, "--backends", "torch")
-    torch_row = report["backends"][0]
-    assert torch_row["name"] == "torch" and torch_row["status"] == "run"
+    report = run_parity(tmp_path, "--backends", "torch,onnx,onnx-fp16,onnx-int8")
+    assert "157 images x 2 backend runs" in capsys.readouterr().err  # the three ONNX rows share one run
+    rows = {row["name"]: row for row in report["backends"]}
     assert report["dataset"]["images"] == len(decode_mini["images"])
     for ours, theirs in zip(METRICS, MMPOSE_NAMES):
-        assert abs(torch_row["metrics"][ours] - golden[theirs]) <= 1e-9, ours
-    assert report["golden"]["ok"] and report["golden"]["max_abs_diff"] <= 1e-9
+        assert abs(rows["torch"]["metrics"][ours] - golden[theirs]) <= 1e-9, ours
+    assert report["golden"]["ok"] and report["golden"]["max_abs_diff"]["torch"] <= 1e-9
     assert (tmp_path / "parity.png").stat().st_size > 0
+
+    onnx_rows = [rows[name] for name in ("onnx", "onnx-fp16", "onnx-int8")]
+    assert all(row["status"] == "run" for row in onnx_rows)
+    assert len({(row["key"], row["model"], row["note"]) for row in onnx_rows}) == 1
+    assert "decode-only" in rows["onnx"]["note"] and "same FP32" in rows["onnx"]["note"]
+    assert rows["onnx-int8"]["metrics"] == rows["onnx"]["metrics"]
+
+    coco = CocoSet.open()
+    annotations = coco.annotations()
+    config = DecodeConfig()
+    torch_cache = parity.load_results(parity.Plan("torch", key=rows["torch"]["key"]), tmp_path, coco.images)
+    onnx_cache = parity.load_results(parity.Plan("onnx", key=rows["onnx"]["key"]), tmp_path, coco.images)
+    differing = [im for im in coco.images
+                 if not parity.identical_people(torch_cache[im.id]["people"], onnx_cache[im.id]["people"])]
+    assert rows["onnx"]["agreement"]["identical_images"] == len(coco.images) - len(differing)
+    if not differing:
+        assert report["golden"]["max_abs_diff"]["onnx"] <= 1e-9
+        return
+    explained = []
+    with DecodeOnlySession(tmp_path / rows["onnx"]["model"]) as session:
+        for image in differing:
+            raw = rendered_outputs(image, annotations.get(image.id, []))
+            ours, theirs = torch_outputs(config, raw), session.run(raw)
+            for name in ("heatmap", "tags"):  # the same bilinear sums rounded another way: a few ulps
+                ulp = np.spacing(np.abs(ours[name]).max())
+                assert np.abs(ours[name] - theirs[name]).max() <= 4 * ulp, (image.path.name, name)
+            reason = exact_tie(ours, theirs)
+            assert reason is not None, f"{image.path.name}: people differ and no exact tie of torch's maps explains it"
+            explained.append(f"{image.path.name} ({reason})")
+    pytest.xfail(f"the ONNX decode's people differ from torch's on {len(differing)}/{len(coco.images)} images "
+                 f"(golden metrics off by {report['golden']['max_abs_diff']['onnx']:.2g}), each at an exact float32 "
+                 f"tie: " + "; ".join(explained[:3]) + " ...")
 
 
 def test_interrupted_run_resumes_to_the_same_report(tmp_path, monkeypatch, capsys):
@@ -115,12 +189,24 @@ def test_backend_keys_depend_only_on_their_own_settings():
 def test_unavailable_backends_are_listed_with_the_reason(tmp_path, capsys):
     report = run_parity(tmp_path, "--limit", "1", "--backends", "torch,onnx,trt-fp32,trt-int8")
     rows = {row["name"]: row for row in report["backends"]}
-    assert rows["torch"]["status"] == "run"
-    assert rows["onnx"]["status"] == "same-decode" and "same decode as torch" in rows["onnx"]["reason"]
+    assert rows["torch"]["status"] == "run" and rows["onnx"]["status"] == "run"
     for name in ("trt-fp32", "trt-int8"):
         assert rows[name]["status"] == "skipped" and rows[name]["reason"]
         assert "TensorRT" in rows[name]["reason"]
-    assert "trt-fp32: skipped: " in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "trt-fp32: skipped: " in printed.out and "exporting the decode-only file" in printed.err
+
+    model = tmp_path / rows["onnx"]["model"]
+    written = model.stat().st_mtime_ns
+    again = run_parity(tmp_path, "--limit", "1", "--backends", "torch,onnx")
+    assert "exporting the decode-only file" not in capsys.readouterr().err  # made once, then reused
+    assert model.stat().st_mtime_ns == written and again["backends"][1]["key"] == rows["onnx"]["key"]
+    assert not list(model.parent.glob(".*.tmp")), "temporary files left beside the models"
+
+
+def test_rendered_is_single_scale(tmp_path, capsys):
+    assert parity.main(["--rendered", "--scales", "2,1,0.5", "--out", str(tmp_path)]) == 2
+    assert "--rendered: single scale only" in capsys.readouterr().err
 
 
 def test_oks_matching_and_identity():
