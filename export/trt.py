@@ -51,9 +51,7 @@ import argparse
 import datetime
 import hashlib
 import math
-import os
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -70,7 +68,7 @@ from runtime.backends.trt_backend import (
 )
 from runtime.cli import run_cli
 from runtime.errors import UserError, require
-from runtime.files import file_sha256, publish
+from runtime.files import file_sha256, publish, write_temporary
 from runtime.metadata import TOOLKIT_VERSION, ModelMetadata
 
 INPUT_MULTIPLE_KEY = "export.input_multiple"
@@ -328,22 +326,6 @@ def _attach_timing_cache(config, path: Path | None, say) -> None:
     config.set_timing_cache(config.create_timing_cache(b""), False)
 
 
-def _temporary_beside(target: Path, data: bytes) -> Path:
-    """``data`` in a temporary file beside ``target`` (renamed into place by ``publish``)."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise UserError(f"{target}: cannot write here ({exc.strerror}); choose another path") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name)
-
-
 def build_engine(onnx_path: str | Path, plan_path: str | Path | None = None, shapes: str | BaseShapes | None = None,
                  workspace_gib: float = DEFAULT_WORKSPACE_GIB, timing_cache: str | Path | None = None,
                  max_batch: int = DEFAULT_MAX_BATCH, progress: bool = True) -> Path:
@@ -440,14 +422,14 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path | None = None, sha
 
     written = []
     try:
-        written.append(_temporary_beside(plan, data))
-        written.append(_temporary_beside(sidecar_path(plan), (json.dumps(sidecar, indent=2) + "\n").encode()))
+        written.append(write_temporary(plan, data))
+        written.append(write_temporary(sidecar_path(plan), (json.dumps(sidecar, indent=2) + "\n").encode()))
         publish(written[0], plan)
         publish(written[1], sidecar_path(plan))
         if cache_path is not None:
             cache = config.get_timing_cache()
             if cache is not None:
-                written.append(_temporary_beside(cache_path, bytes(cache.serialize())))
+                written.append(write_temporary(cache_path, bytes(cache.serialize())))
                 publish(written[-1], cache_path)
     finally:
         for path in written:

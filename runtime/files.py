@@ -28,19 +28,30 @@ def file_sha256(path: str | Path) -> str:
 
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place (``publish``)."""
-    path = Path(path)
+    temporary = write_temporary(path, data)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        publish(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_temporary(target: str | Path, data: bytes) -> Path:
+    """``data`` in a new temporary file beside ``target``, for ``publish`` to rename onto it later
+    (several outputs can be written first and published together)."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
-        raise UserError(f"{path}: cannot write here ({exc.strerror}); choose another output path") from None
+        raise UserError(f"{target}: cannot write here ({exc.strerror}); choose another output path") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        publish(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        Path(name).unlink(missing_ok=True)
         raise
+    return Path(name)
 
 
 def publish(temporary: str | Path, target: str | Path) -> None:
