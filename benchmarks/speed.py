@@ -243,6 +243,8 @@ def check_gpu() -> None:
             raise UserError("NUMBA_ENABLE_CUDASIM is set: simulator timings mean nothing; unset it")
         import onnxruntime
 
+        if hasattr(onnxruntime, "preload_dlls"):
+            onnxruntime.preload_dlls()
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             raise UserError("onnxruntime has no CUDA execution provider: pip install 'hrnet-deploy[gpu]'")
     except UserError as error:

@@ -392,7 +392,8 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path | None = None, sha
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    config.clear_flag(trt.BuilderFlag.TF32)
+    if hasattr(trt.BuilderFlag, "TF32"):  # on by default in 10.x and 11.x; a later release may drop it
+        config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     for name, shape in profiles.items():
         profile.set_shape(name, tuple(shape["min"]), tuple(shape["opt"]), tuple(shape["max"]))

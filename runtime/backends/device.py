@@ -7,6 +7,10 @@ is seen and reused afterwards. Fixed addresses per shape are what CUDA graphs (O
 kernels (``runtime.cuda_grouping``) read the outputs in place: only people come back to the host.
 
 numba-cuda, not torch or pycuda: the runtime installs on an edge box without torch.
+
+One thread owns a DeviceIO and the backend around it: slots, bindings and ONNX Runtime's captured
+CUDA graphs (kept per thread by ONNX Runtime) are not shared between threads. Slots are never freed
+while the backend is open; a service that sees many input shapes should bucket them (or reopen).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import numpy as np
 def stream_pointer(stream) -> int:
     """The ``cudaStream_t`` of a numba stream as an integer (for TensorRT and ONNX Runtime)."""
     handle = stream.handle
-    value = getattr(handle, "value", handle)  # ctypes c_void_p with numba's ctypes binding
+    value = getattr(handle, "value", handle)  # ctypes c_void_p (numba's ctypes binding) or a CUstream
     return int(value or 0)
 
 

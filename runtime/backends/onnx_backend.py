@@ -90,15 +90,17 @@ class OnnxBackend(Backend):
                             f"hrnet-deploy export, the file is truncated or corrupt: {REEXPORT}") from None
 
     def _open_cuda(self, ort, options, cuda_graph: bool) -> None:
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise UserError(f"{self.path}: device {self.device!r} needs ONNX Runtime's CUDA execution provider: "
-                            f"pip uninstall onnxruntime && pip install onnxruntime-gpu")
+        # CUDA/cuDNN from pip wheels (nvidia-*) are loaded first: a plugin build of the CUDA EP only
+        # registers itself once they are found.
         preload = getattr(ort, "preload_dlls", None)
-        if preload is not None:  # CUDA/cuDNN from pip wheels (nvidia-*): load them before the session
+        if preload is not None:
             try:
                 preload()
             except Exception:  # noqa: BLE001 - system libraries may still be found by the session
                 pass
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise UserError(f"{self.path}: device {self.device!r} needs ONNX Runtime's CUDA execution provider: "
+                            f"pip uninstall onnxruntime && pip install onnxruntime-gpu")
         from runtime.backends.device import DeviceIO
 
         self.device_io = DeviceIO(self.device_id)
@@ -111,8 +113,9 @@ class OnnxBackend(Backend):
                     providers=[("CUDAExecutionProvider", {**cuda_options, "enable_cuda_graph": "1"})])
                 self.cuda_graph = True
                 return
-            except Exception as exc:  # noqa: BLE001 - refused graph capture; plain CUDA EP below
-                self.cuda_graph_refused = " ".join(str(exc).split())[:300]
+            except Exception as exc:  # noqa: BLE001 - plain CUDA EP below; it reports other errors itself
+                text = " ".join(str(exc).split())[:300]
+                self.cuda_graph_refused = text if "graph capture" in text else f"opening with CUDA graphs failed: {text}"
         self.session = self._open(ort, options, [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"])
 
     def _read_metadata(self) -> ModelMetadata:
@@ -207,6 +210,8 @@ class OnnxBackend(Backend):
         return options
 
     def close(self) -> None:
+        if self.device_io is not None:
+            self.device_io.slots.clear()  # the IO bindings first: they belong to the session
         self.session = None
         if self.device_io is not None:
             self.device_io.close()
