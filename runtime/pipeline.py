@@ -58,11 +58,13 @@ class PoseEstimator:
     def prepare(self, image: np.ndarray) -> Prepared:
         return prepare(image, self.metadata.input_size, self.metadata.decode)
 
+    def feed(self, batch: list[Prepared]) -> dict[str, np.ndarray]:
+        """The backend's inputs for prepared images of equal input sizes, stacked into one batch."""
+        return {name: np.stack([p.inputs[i] for p in batch]) for i, name in enumerate(self.metadata.input_names)}
+
     def run_graph(self, prepared: Prepared | list[Prepared]) -> dict[str, np.ndarray]:
         """The backend's outputs for prepared images of equal input sizes, batched (one image: batch 1)."""
-        batch = prepared if isinstance(prepared, list) else [prepared]
-        feed = {name: np.stack([p.inputs[i] for p in batch]) for i, name in enumerate(self.metadata.input_names)}
-        return self.backend.run(feed)
+        return self.backend.run(self.feed(prepared if isinstance(prepared, list) else [prepared]))
 
     def group(self, outputs: dict[str, np.ndarray], index: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Grouping + refine of one image of the batch: persons ``[P, 17, 5]`` (map coordinates), scores."""
@@ -105,8 +107,7 @@ class PoseEstimator:
 
     def _device_people(self, batch: list[Prepared], times: StageTimes) -> list[tuple[np.ndarray, np.ndarray]]:
         """Graph, grouping and refine on the GPU for one batch; each stage timed on its own."""
-        feed = {name: np.stack([p.inputs[i] for p in batch]) for i, name in enumerate(self.metadata.input_names)}
-        outputs = self.backend.run_device(feed)
+        outputs = self.backend.run_device(self.feed(batch))
         times.upload += self.backend.device_io.times.upload
         times.graph += self.backend.device_io.times.graph
         decode = self.metadata.decode

@@ -75,6 +75,9 @@ class Backend:
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.check_feed(feed)
+        if self.device_io is not None:
+            self._run_device(feed)
+            return self.device_io.download(self.device_slot(feed))
         return self._run(feed)
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -89,6 +92,12 @@ class Backend:
 
     def _run_device(self, feed: dict[str, np.ndarray]) -> dict[str, object]:
         raise NotImplementedError
+
+    def device_slot(self, feed: dict[str, np.ndarray]):
+        """The fixed device buffers of this feed's shapes (``device_io.slot``), typed by the backend's specs."""
+        shapes = self.output_shapes(feed)
+        return self.device_io.slot({spec.name: (feed[spec.name].shape, spec.dtype) for spec in self.inputs},
+                                   {spec.name: (shapes[spec.name], spec.dtype) for spec in self.outputs})
 
     def output_shapes(self, feed: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
         """Shapes of the outputs for a feed: they follow from the base scale's input."""

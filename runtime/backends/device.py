@@ -15,6 +15,7 @@ while the backend is open; a service that sees many input shapes should bucket t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,6 +89,16 @@ class DeviceIO:
             slot.inputs[name].copy_to_device(np.ascontiguousarray(array), stream=self.stream)
         self.stream.synchronize()
         self.times.upload = time.perf_counter() - start
+
+    def execute(self, slot: DeviceSlot, feed: dict[str, np.ndarray], graph: Callable[[], None]) -> dict[str, object]:
+        """Upload the feed into the slot, run ``graph`` (which computes on this stream into the slot's
+        outputs), wait for it; ``times`` gets both durations. Returns the slot's output buffers."""
+        self.upload(slot, feed)
+        start = time.perf_counter()
+        graph()
+        self.stream.synchronize()
+        self.times.graph = time.perf_counter() - start
+        return slot.outputs
 
     def download(self, slot: DeviceSlot) -> dict[str, np.ndarray]:
         """Every output of the slot on the host (for tests and the host pipeline; the device path

@@ -23,7 +23,6 @@ input shapes, so no copy is made after the run.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -161,9 +160,6 @@ class OnnxBackend(Backend):
             raise UserError(f"{self.path}: {error}") from None
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.device_io is not None:
-            self._run_device(feed)
-            return self.device_io.download(self._slot(feed))
         binding = self.session.io_binding()
         for name in self.metadata.input_names:
             binding.bind_cpu_input(name, np.ascontiguousarray(feed[name]))
@@ -173,17 +169,12 @@ class OnnxBackend(Backend):
         self.session.run_with_iobinding(binding)
         return outputs
 
-    def _slot(self, feed: dict[str, np.ndarray]):
-        inputs = {name: (feed[name].shape, "uint8") for name in self.metadata.input_names}
-        outputs = {name: (shape, "float32") for name, shape in self.output_shapes(feed).items()}
-        return self.device_io.slot(inputs, outputs)
-
     def _run_device(self, feed: dict[str, np.ndarray]) -> dict[str, object]:
         """Upload into this shape's fixed buffers and run; the outputs stay in that slot's buffers."""
         from runtime.backends.device import device_pointer
 
         io = self.device_io
-        slot = self._slot(feed)
+        slot = self.device_slot(feed)
         if "binding" not in slot.state:
             binding = self.session.io_binding()
             for group in (slot.inputs, slot.outputs):
@@ -193,12 +184,8 @@ class OnnxBackend(Backend):
                                  device_pointer(array))
             slot.state["binding"] = binding
             slot.state["run_options"] = self._run_options(len(io.slots))  # 1, 2, ...: ORT reserves 0
-        io.upload(slot, feed)
-        start = time.perf_counter()
-        self.session.run_with_iobinding(slot.state["binding"], slot.state["run_options"])
-        io.stream.synchronize()
-        io.times.graph = time.perf_counter() - start
-        return slot.outputs
+        return io.execute(slot, feed, lambda: self.session.run_with_iobinding(slot.state["binding"],
+                                                                              slot.state["run_options"]))
 
     def _run_options(self, graph_id: int):
         """One captured CUDA graph per input shape: ONNX Runtime keys them by ``gpu_graph_id``."""

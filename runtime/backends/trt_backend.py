@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -307,11 +306,6 @@ class TrtBackend(Backend):
             raise UserError(f"{self.path}: {problem}; run smaller batches (runtime.run --batch) or "
                             f"{rebuild_hint(self.sidecar, self.path)} --shapes MIN,OPT,MAX --max-batch N covering it")
 
-    def _slot(self, feed: dict[str, np.ndarray]):
-        inputs = {name: (feed[name].shape, "uint8") for name in self.metadata.input_names}
-        outputs = {name: (shape, "float32") for name, shape in self.output_shapes(feed).items()}
-        return self.device_io.slot(inputs, outputs)
-
     def _bind(self, slot, feed: dict[str, np.ndarray]) -> None:
         """Give the context this slot's input shapes and every tensor address (only when the slot changes)."""
         from runtime.backends.device import device_pointer
@@ -340,22 +334,15 @@ class TrtBackend(Backend):
         self._bound = slot
 
     def _run_device(self, feed: dict[str, np.ndarray]) -> dict[str, object]:
-        """Upload into this shape's fixed buffers and run; the outputs stay in that slot's buffers."""
-        self._check_profile(feed)
-        io = self.device_io
-        slot = self._slot(feed)
+        """Upload into this shape's fixed buffers and run (check_feed has checked the profile); the
+        outputs stay in that slot's buffers."""
+        slot = self.device_slot(feed)
         self._bind(slot, feed)
-        io.upload(slot, feed)
-        start = time.perf_counter()
-        if not self.context.execute_async_v3(io.stream_pointer):
-            raise RuntimeError(f"{self.path}: TensorRT execute_async_v3 failed (see its message above)")
-        io.stream.synchronize()
-        io.times.graph = time.perf_counter() - start
-        return slot.outputs
+        return self.device_io.execute(slot, feed, self._execute)
 
-    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._run_device(feed)
-        return self.device_io.download(self._slot(feed))
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(self.device_io.stream_pointer):
+            raise RuntimeError(f"{self.path}: TensorRT execute_async_v3 failed (see its message above)")
 
     def close(self) -> None:
         # The context before the engine before the runtime, then the buffers they wrote into.
