@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -93,23 +91,14 @@ def from_props(props: dict[str, str]) -> DecodeConfig:
 
 def export_model(config: DecodeConfig, opset: int):
     """Trace ``DecodeOnly(config)`` and return the ``onnx.ModelProto`` with its metadata."""
-    onnx = require("onnx", "export")
     import torch
 
     from export.graphs import DecodeOnly
-    from export.onnx import EXPORT_PREFIX, EXPORTER, OUTPUT_NAMES, set_metadata
+    from export.onnx import exporter_props, set_metadata, trace
 
-    sample = [torch.from_numpy(a) for a in sample_outputs(config, *TRACE)]
-    with tempfile.TemporaryDirectory(prefix="hrnet-decode-onnx-") as folder:
-        raw = Path(folder) / "traced.onnx"
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's deprecation notice and tracer warnings
-            torch.onnx.export(DecodeOnly(config).eval(), tuple(sample), str(raw), dynamo=False, opset_version=opset,
-                              input_names=input_names(config), output_names=list(OUTPUT_NAMES),
-                              dynamic_axes=_dynamic_axes(config), do_constant_folding=True)
-        model = onnx.load(str(raw))
-    set_metadata(model, {**to_props(config), f"{EXPORT_PREFIX}opset": str(opset),
-                         f"{EXPORT_PREFIX}exporter": EXPORTER, f"{EXPORT_PREFIX}torch_version": torch.__version__})
+    sample = tuple(torch.from_numpy(a) for a in sample_outputs(config, *TRACE))
+    model = trace(DecodeOnly(config).eval(), sample, opset, input_names(config), _dynamic_axes(config))
+    set_metadata(model, {**to_props(config), **exporter_props(opset)})
     model.producer_name = "hrnet-deploy"
     model.doc_string = f"HigherHRNet decode only (raw network outputs in; scales {list(config.scales)}; fp32)"
     return model

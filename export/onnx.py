@@ -267,26 +267,31 @@ def _dynamic_axes(metadata: ModelMetadata) -> dict[str, dict[int, str]]:
     return axes
 
 
-def export_model(built: Built, opset: int = OPSET):
-    """Trace the DecodeGraph and return the finished ``onnx.ModelProto`` (metadata and passes applied)."""
+def trace(module, inputs: tuple, opset: int, input_names: list[str], dynamic_axes: dict[str, dict[int, str]]):
+    """``module`` traced by the TorchScript exporter into an ``onnx.ModelProto`` (outputs OUTPUT_NAMES)."""
     onnx = require("onnx", "export")
     import torch
 
-    metadata = built.metadata
-    size = FP16_TRACE_SIZE if metadata.precision == "fp16" else 256
     with tempfile.TemporaryDirectory(prefix="hrnet-onnx-") as folder:
         raw = Path(folder) / "traced.onnx"
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporter's deprecation notice and tracer warnings
             try:
-                torch.onnx.export(built.graph, tuple(trace_inputs(metadata, size)), str(raw), dynamo=False,
-                                  opset_version=opset, input_names=metadata.input_names,
-                                  output_names=list(OUTPUT_NAMES), dynamic_axes=_dynamic_axes(metadata),
-                                  do_constant_folding=True)
+                torch.onnx.export(module, inputs, str(raw), dynamo=False, opset_version=opset,
+                                  input_names=input_names, output_names=list(OUTPUT_NAMES),
+                                  dynamic_axes=dynamic_axes, do_constant_folding=True)
             except TypeError as exc:  # a torch without the TorchScript exporter
                 raise UserError(f"this torch ({torch.__version__}) cannot run the TorchScript ONNX exporter "
                                 f"({exc}); install the pinned version: pip install 'hrnet-deploy[export]'") from None
-        model = onnx.load(str(raw))
+        return onnx.load(str(raw))
+
+
+def export_model(built: Built, opset: int = OPSET):
+    """Trace the DecodeGraph and return the finished ``onnx.ModelProto`` (metadata and passes applied)."""
+    metadata = built.metadata
+    size = FP16_TRACE_SIZE if metadata.precision == "fp16" else 256
+    model = trace(built.graph, tuple(trace_inputs(metadata, size)), opset, metadata.input_names,
+                  _dynamic_axes(metadata))
     _fix_output_shapes(model, metadata)
     props = dict(metadata.to_props())
     props.update(export_props(built, opset))
@@ -299,11 +304,16 @@ def export_model(built: Built, opset: int = OPSET):
     return model
 
 
-def export_props(built: Built, opset: int) -> dict[str, str]:
+def exporter_props(opset: int) -> dict[str, str]:
+    """What made a file: opset, exporter and torch version (``export.*`` keys)."""
     import torch
 
     return {f"{EXPORT_PREFIX}opset": str(opset), f"{EXPORT_PREFIX}exporter": EXPORTER,
-            f"{EXPORT_PREFIX}torch_version": torch.__version__,
+            f"{EXPORT_PREFIX}torch_version": torch.__version__}
+
+
+def export_props(built: Built, opset: int) -> dict[str, str]:
+    return {**exporter_props(opset),
             f"{EXPORT_PREFIX}checkpoint_sha256": built.checkpoint_sha256,
             f"{EXPORT_PREFIX}weights_sha256": built.weights_sha256,
             f"{EXPORT_PREFIX}input_multiple": str(INPUT_MULTIPLE)}
