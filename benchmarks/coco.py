@@ -95,25 +95,31 @@ def rendered_outputs(image: CocoImage, annotations: list[dict], input_size: int 
     return [np.concatenate([maps["y0"], maps["y0_flip"]]), np.concatenate([maps["y1"], maps["y1_flip"]])]
 
 
-def rendered_people(image: CocoImage, annotations: list[dict], input_size: int = 512, decode=None):
-    """People decoded from network outputs rendered from the ground truth.
+def rendered_decode(image: CocoImage, annotations: list[dict], input_size: int = 512, decode=None) -> dict:
+    """``{"candidates", "heatmap", "tags"}`` of network outputs rendered from the ground truth.
 
-    ``decode``: raw outputs ``[y0, y1]`` → ``{"candidates", "heatmap", "tags"}``; by default the torch
-    ``DecodeOnly`` (the reference's ``Decode``), or e.g. ``export.decode_onnx.DecodeOnlySession(path).run``.
+    ``decode``: raw outputs ``[y0, y1]`` → those outputs; by default the torch ``DecodeOnly`` (the
+    reference's ``Decode``), or e.g. ``export.decode_onnx.DecodeOnlySession(path).run``.
     """
+    raw = rendered_outputs(image, annotations, input_size)
+    if decode is not None:
+        return decode(raw)
+    from export.decode_onnx import torch_outputs
+    from runtime.metadata import DecodeConfig
+
+    return torch_outputs(DecodeConfig(), raw)
+
+
+def rendered_people(image: CocoImage, annotations: list[dict], input_size: int = 512, decode=None):
+    """People decoded from network outputs rendered from the ground truth (``decode`` as in
+    ``rendered_decode``)."""
     from runtime.grouping import decode_people
     from runtime.metadata import DecodeConfig
     from runtime.preprocess import scale_geometry
     from runtime.results import people_in_image
 
     config = DecodeConfig()
-    raw = rendered_outputs(image, annotations, input_size)
-    if decode is None:
-        from export.decode_onnx import torch_outputs
-
-        outputs = torch_outputs(config, raw)
-    else:
-        outputs = decode(raw)
+    outputs = rendered_decode(image, annotations, input_size, decode)
     persons, scores = decode_people(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0],
                                     config.detection_threshold, config.tag_threshold)
     return people_in_image(persons, scores, scale_geometry(image.width, image.height, input_size))

@@ -73,26 +73,14 @@ def ours(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray) -> tuple
 
 def rendered_maps(count: int):
     """Decoded maps of the ``count`` mini-set images with the most annotated people."""
-    import torch
-
-    from benchmarks.coco import CocoSet
-    from benchmarks.render_outputs import render_raw_outputs
-    from export.graphs import Decode
-    from runtime.metadata import DecodeConfig
-    from runtime.preprocess import scale_geometry
+    from benchmarks.coco import CocoSet, rendered_decode
 
     coco = CocoSet.open()
     annotations = coco.annotations()
     crowded = sorted(coco.images, key=lambda im: -sum(1 for a in annotations.get(im.id, []) if a.get("num_keypoints", 0)))
-    decode = Decode(DecodeConfig())
     for image in crowded[:count]:
-        maps = render_raw_outputs(image.width, image.height, annotations.get(image.id, []))
-        w, h = scale_geometry(image.width, image.height, 512).input_size
-        outputs = [(torch.from_numpy(np.concatenate([maps["y0"], maps["y0_flip"]])),
-                    torch.from_numpy(np.concatenate([maps["y1"], maps["y1_flip"]])))]
-        with torch.inference_mode():
-            candidates, heatmap, tags = decode(outputs, h, w)
-        yield image.path.name, candidates[0].numpy(), heatmap[0].numpy(), tags[0].numpy()
+        outputs = rendered_decode(image, annotations.get(image.id, []))
+        yield image.path.name, outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0]
 
 
 def network_maps(count: int):

@@ -149,26 +149,14 @@ def test_gpu_mini_set_matches_host():
 
 def mini_set_maps(limit: int):
     """``(file name, candidates, heatmap, tags)`` of mini-set images: network outputs rendered
-    from the ground truth (benchmarks/render_outputs.py) through the exported decode."""
-    import torch
-
-    from benchmarks.coco import CocoSet
-    from benchmarks.render_outputs import render_raw_outputs
-    from export.graphs import Decode
-    from runtime.metadata import DecodeConfig
-    from runtime.preprocess import scale_geometry
+    from the ground truth (benchmarks/render_outputs.py) through the torch decode."""
+    from benchmarks.coco import CocoSet, rendered_decode
 
     mini = CocoSet.open(need(MINI / "images"), need(MINI / "person_keypoints.json"))
     annotations = mini.annotations()
-    decode = Decode(DecodeConfig())
     for image in mini.images[:limit]:
-        maps = render_raw_outputs(image.width, image.height, annotations.get(image.id, []), 512)
-        geometry = scale_geometry(image.width, image.height, 512)
-        outputs = [(torch.from_numpy(np.concatenate([maps["y0"], maps["y0_flip"]])),
-                    torch.from_numpy(np.concatenate([maps["y1"], maps["y1_flip"]])))]
-        with torch.inference_mode():
-            cand, heatmap, tags = decode(outputs, geometry.input_size[1], geometry.input_size[0])
-        yield image.path.name, cand[0].numpy(), heatmap[0].numpy(), tags[0].numpy()
+        outputs = rendered_decode(image, annotations.get(image.id, []))
+        yield image.path.name, outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0]
 
 
 def same_bits(a, b) -> bool:
