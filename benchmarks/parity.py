@@ -226,15 +226,17 @@ TRT_SOURCE = {"trt-fp32": "onnx", "trt-fp16": "onnx-fp16", "trt-int8": "onnx-int
 def engine_file(name: str, args: argparse.Namespace, settings: dict, images: list) -> Path:
     """The TensorRT plan of a trt-* backend under OUT/models/, built on first use from its ONNX file,
     with a profile whose largest shape covers every image of the run (batch 1)."""
-    from export.trt import build_engine
+    from export.onnx import INPUT_MULTIPLE
+    from export.trt import BaseShapes, build_engine, default_shapes
+    from runtime.metadata import ModelMetadata
     from runtime.preprocess import scale_geometry
 
     source = model_file(TRT_SOURCE[name], args, settings)
+    defaults = default_shapes(ModelMetadata(args.arch, args.input_size), INPUT_MULTIPLE)
     sizes = [scale_geometry(image.width, image.height, args.input_size).input_size for image in images]
-    side = args.input_size
-    shapes = (f"{side}x{side},{side}x{-(-side * 4 // 3 // 64) * 64},"
-              f"{max(h for _, h in sizes)}x{max(w for w, _ in sizes)}")
-    plan = args.out / "models" / f"{source.stem}.{identity_key({'shapes': shapes})}.plan"
+    largest = (max([h for _, h in sizes] + [defaults.opt[0]]), max([w for w, _ in sizes] + [defaults.opt[1]]))
+    shapes = BaseShapes(defaults.min, defaults.opt, largest)
+    plan = args.out / "models" / f"{source.stem}.{identity_key({'shapes': shapes.text()})}.plan"
     if not plan.is_file():
         print(f"building the {name} engine {plan} (once) ...", file=sys.stderr, flush=True)
         build_engine(source, plan, shapes=shapes, max_batch=1, progress=False)
