@@ -1,16 +1,21 @@
-"""Plain NumPy transcription of SPEC §6-8: the host decode the way mmpose 0.29 runs it.
+"""The host decode of SPEC §6-8 written as plainly as NumPy allows: an oracle and a speed baseline.
 
-Two uses:
+It serves twice:
 
-* the independent oracle of ``tests/test_grouping.py`` for ``runtime.grouping`` (this file
-  never imports from ``runtime``);
-* the "mmpose-style" baseline of the speed benchmark: dictionaries, ``np.linalg.norm``,
-  ``np.round``, the pure-Python ``munkres`` 1.1.4 solver (imported lazily; it comes with the
-  ``dev`` extra) and a dense NumPy refine of all 17 joints of every person.
+* as the independent oracle that ``tests/test_grouping.py`` holds ``runtime.grouping`` to (this
+  module never imports ``runtime``), and that reproduces ``../shared/golden/decode_mini.json``
+  (``tests/test_golden.py``);
+* as the "mmpose-style" side of ``benchmarks/speed.py``: Python dictionaries of persons, NumPy
+  distances, the pure-Python ``munkres`` 1.1.4 solver (imported when first needed; it comes with
+  the ``dev`` extra) and a refine that scores every pixel of all 17 joint maps for every person.
 
-One function per SPEC step, deliberately simple: nms -> top_k -> match_by_tag -> adjust ->
-person_scores -> refine, chained by ``decode``.  All arrays are for one image (no batch axis):
+Written from SPEC alone, one function per step: ``nms``, ``top_k``, ``match_by_tag``, ``adjust``,
+``person_scores``, ``refine``; ``decode`` runs them in that order.  Arrays describe one image:
 heatmap float32 ``[17, H, W]``, tags float32 ``[17, H, W, 2]``.
+
+Dtypes follow SPEC §7: a candidate row ``(x, y, val, tag0, tag1)`` is float64 (integer location
+joined to float32 values), so distances and costs are float64; the tag vectors a person remembers
+are the float32 ones, so their mean is a float32 ``np.mean``.  Refine works on the float32 maps.
 """
 
 from __future__ import annotations
@@ -18,186 +23,183 @@ from __future__ import annotations
 import numpy as np
 
 NUM_JOINTS = 17
+# SPEC §7: the order in which joints are matched to the persons found so far.
 JOINT_ORDER = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
+NMS_WINDOW = 5
+# Cost of the columns that stand for "no person yet" when candidates outnumber persons.
+NO_PERSON_COST = 1e10
 
 
 def nms(heatmap: np.ndarray) -> np.ndarray:
-    """SPEC §6: keep pixels equal to the max of their 5x5 neighbourhood, zero the others.
+    """SPEC §6: a pixel keeps its value if no pixel of its 5x5 window is larger, else becomes 0.
 
-    The border is padded with -inf, like max-pooling with padding 2; every pixel of a flat
-    plateau survives.
+    Outside the map counts as -inf, so border pixels compete only with real pixels.  The window
+    maximum is taken along rows, then along columns (max is exact, so the order is free).  Every
+    pixel of a flat plateau survives.  The mask multiplies, as max-pooling and ``eq`` would.
     """
-    heatmap = np.asarray(heatmap, dtype=np.float32)
+    half = NMS_WINDOW // 2
     _, height, width = heatmap.shape
-    padded = np.pad(heatmap, ((0, 0), (2, 2), (2, 2)), constant_values=-np.inf)
-    neighbourhood_max = np.full(heatmap.shape, -np.inf, dtype=np.float32)
-    for dy in range(5):
-        for dx in range(5):
-            np.maximum(neighbourhood_max, padded[:, dy:dy + height, dx:dx + width],
-                       out=neighbourhood_max)
-    keep = heatmap == neighbourhood_max
-    return heatmap * keep.astype(np.float32)
+    padded = np.full((heatmap.shape[0], height + 2 * half, width + 2 * half), -np.inf, np.float32)
+    padded[:, half:half + height, half:half + width] = heatmap
+    across = padded[:, :, 0:width].copy()
+    for shift in range(1, NMS_WINDOW):
+        np.maximum(across, padded[:, :, shift:shift + width], out=across)
+    window_max = across[:, 0:height].copy()
+    for shift in range(1, NMS_WINDOW):
+        np.maximum(window_max, across[:, shift:shift + height], out=window_max)
+    keep = (heatmap == window_max).astype(np.float32)
+    return heatmap * keep
 
 
 def top_k(nms_heatmap: np.ndarray, tags: np.ndarray, k: int = 30):
-    """SPEC §6: the k largest values per joint, descending, equal values by lower flat index.
+    """SPEC §6: per joint, the k largest suppressed values in descending order.
 
-    Returns ``loc [17, k, 2]`` int64 as (x, y), ``val [17, k]`` float32 and
-    ``tag [17, k, 2]`` float32 (the tag maps gathered at the same pixels).
+    Equal values come lower flat index first (a stable sort of the negated values): SPEC leaves
+    that order to the implementation, and tests compare candidate sets where it matters.
+    Returns ``loc [17, k, 2]`` int64 as (x, y), ``val [17, k]`` float32, ``tag [17, k, 2]`` float32.
     """
     joints, height, width = nms_heatmap.shape
     flat = nms_heatmap.reshape(joints, height * width)
-    order = np.argsort(-flat, axis=1, kind="stable")[:, :k]
-    val = np.take_along_axis(flat, order, axis=1).astype(np.float32)
-    loc = np.stack((order % width, order // width), axis=2).astype(np.int64)
-    flat_tags = np.asarray(tags, dtype=np.float32).reshape(joints, height * width, 2)
-    tag = np.stack([flat_tags[j, order[j]] for j in range(joints)]).astype(np.float32)
+    chosen = np.argsort(-flat, axis=1, kind="stable")[:, :k]
+    val = np.take_along_axis(flat, chosen, axis=1)
+    loc = np.stack((chosen % width, chosen // width), axis=2).astype(np.int64)
+    tag_planes = tags.reshape(joints, height * width, tags.shape[-1])
+    tag = np.take_along_axis(tag_planes, chosen[:, :, None], axis=1)
     return loc, val, tag
+
+
+class _Person:
+    """One person while grouping: its joint rows (float64) and the float32 tags it was given."""
+
+    __slots__ = ("rows", "tags")
+
+    def __init__(self) -> None:
+        self.rows = np.zeros((NUM_JOINTS, 5), np.float64)
+        self.tags: list[np.ndarray] = []
+
+    def mean_tag(self) -> np.ndarray:
+        return np.mean(self.tags, axis=0)
 
 
 def match_by_tag(loc: np.ndarray, val: np.ndarray, tag: np.ndarray,
                  detection_threshold: float = 0.1, tag_threshold: float = 1.0) -> np.ndarray:
-    """SPEC §7: greedy joint-by-joint grouping with the munkres 1.1.4 assignment.
+    """SPEC §7: joint by joint, candidates join the person whose mean tag is near, or start one.
 
-    Persons live in a dict keyed by the first tag component of the candidate that created
-    them (insertion ordered); each holds a float32 ``[17, 5]`` block and a list of its tags.
-    Returns float32 ``[P, 17, 5]`` (``[0, 17, 5]`` when nobody is found).
+    ``loc [17, k, 2]`` int, ``val [17, k]`` and ``tag [17, k, 2]`` float32 as ``top_k`` gives them.
+    Pairings come from ``munkres==1.1.4`` on ``round(distance) * 100 - val`` (costs are multiples
+    of 100 apart, so ties are everywhere and only that package's pairing reproduces mmpose).
+    Persons are keyed by the first tag component of the candidate that founded them; a later
+    founder with an equal key takes that person over: its row is written, its tag list restarts.
+    Returns ``[P, 17, 5]`` float32 in founding order.
     """
-    import munkres  # the oracle; only needed here
+    from munkres import Munkres
 
-    empty_person = np.zeros((NUM_JOINTS, 5), dtype=np.float32)
-    person_rows = {}  # key (tag0) -> [17, 5] float32
-    person_tags = {}  # key (tag0) -> list of float32 [2] tags
+    persons: dict[float, _Person] = {}
 
-    def start_person(key, joint, row, tag_row):
-        if key not in person_rows:
-            person_rows[key] = empty_person.copy()
-        person_rows[key][joint] = row
-        person_tags[key] = [tag_row]
+    def found(key: float, joint: int, row: np.ndarray, tag32: np.ndarray) -> None:
+        person = persons.get(key)
+        if person is None:
+            person = persons[key] = _Person()
+        person.rows[joint] = row
+        person.tags = [tag32]
 
     for joint in JOINT_ORDER:
-        # float64 rows: integer x, y next to float32 val and tags promote to float64
         rows = np.concatenate((loc[joint], val[joint][:, None], tag[joint]), axis=1)
-        tags = tag[joint]
-        used = rows[:, 2] > detection_threshold
-        rows = rows[used]
-        tags = tags[used]
-        if len(rows) == 0:
+        usable = rows[:, 2] > detection_threshold
+        if not usable.any():
             continue
-
-        if len(person_rows) == 0:
-            for tag_row, row in zip(tags, rows):
-                start_person(tag_row[0], joint, row, tag_row)
+        rows, tags32 = rows[usable], tag[joint][usable]
+        if not persons:
+            for row, tag32 in zip(rows, tags32):
+                found(row[3], joint, row, tag32)
             continue
-
-        keys = list(person_rows.keys())
-        mean_tags = np.array([np.mean(person_tags[key], axis=0) for key in keys])
-        diff = rows[:, None, 3:] - mean_tags[None, :, :]
-        distance = np.linalg.norm(diff, ord=2, axis=2)
+        members = list(persons.values())
+        centres = np.array([member.mean_tag() for member in members])
+        offsets = rows[:, None, 3:] - centres[None, :, :]
+        distance = np.sqrt((offsets * offsets).sum(axis=2))
         cost = np.round(distance) * 100 - rows[:, 2:3]
-        n_new, n_old = distance.shape
-        if n_new > n_old:
-            padding = np.zeros((n_new, n_new - n_old), dtype=np.float32) + 1e10
-            cost = np.concatenate((cost, padding), axis=1)
-
-        # mmpose passes the array itself; a list of the same float64 values pairs alike
-        pairs = munkres.Munkres().compute(cost.tolist())
-        for r, c in pairs:
-            if r < n_new and c < n_old and distance[r][c] < tag_threshold:
-                key = keys[c]
-                person_rows[key][joint] = rows[r]
-                person_tags[key].append(tags[r])
+        n_rows, n_members = cost.shape
+        if n_rows > n_members:
+            filler = np.full((n_rows, n_rows - n_members), NO_PERSON_COST)
+            cost = np.concatenate((cost, filler), axis=1)
+        for r, c in Munkres().compute(cost):
+            joins = c < n_members and distance[r, c] < tag_threshold
+            if joins:
+                members[c].rows[joint] = rows[r]
+                members[c].tags.append(tags32[r])
             else:
-                start_person(tags[r][0], joint, rows[r], tags[r])
+                found(rows[r, 3], joint, rows[r], tags32[r])
 
-    if not person_rows:
-        return np.zeros((0, NUM_JOINTS, 5), dtype=np.float32)
-    return np.array([person_rows[key] for key in person_rows]).astype(np.float32)
+    if not persons:
+        return np.zeros((0, NUM_JOINTS, 5), np.float32)
+    return np.stack([person.rows for person in persons.values()]).astype(np.float32)
+
+
+def _quarter_step(heatmap_2d: np.ndarray, xx: int, yy: int) -> tuple[float, float]:
+    """SPEC §8: +0.25 towards the strictly higher neighbour along each axis, else -0.25."""
+    height, width = heatmap_2d.shape
+    below, above = heatmap_2d[min(height - 1, yy + 1), xx], heatmap_2d[max(0, yy - 1), xx]
+    right, left = heatmap_2d[yy, min(width - 1, xx + 1)], heatmap_2d[yy, max(0, xx - 1)]
+    return (0.25 if right > left else -0.25), (0.25 if below > above else -0.25)
 
 
 def adjust(persons: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
-    """SPEC §8: quarter-pixel shift towards the higher neighbour, then +0.5; in place.
-
-    Applied to every joint with ``val > 0``; ties shift by -0.25.
-    """
-    _, height, width = heatmap.shape
+    """SPEC §8: every joint with ``val > 0`` moves a quarter pixel, then half a pixel; in place."""
     for person in persons:
-        for joint in range(NUM_JOINTS):
-            if person[joint, 2] > 0:
-                x, y = person[joint, 0], person[joint, 1]
-                xx, yy = int(x), int(y)
-                hm = heatmap[joint]
-                if hm[min(height - 1, yy + 1), xx] > hm[max(0, yy - 1), xx]:
-                    y += 0.25
-                else:
-                    y -= 0.25
-                if hm[yy, min(width - 1, xx + 1)] > hm[yy, max(0, xx - 1)]:
-                    x += 0.25
-                else:
-                    x -= 0.25
-                person[joint, 0] = x + 0.5
-                person[joint, 1] = y + 0.5
+        for joint in np.flatnonzero(person[:, 2] > 0):
+            x, y = person[joint, 0], person[joint, 1]
+            step_x, step_y = _quarter_step(heatmap[joint], int(x), int(y))
+            person[joint, 0] = x + step_x + 0.5
+            person[joint, 1] = y + step_y + 0.5
     return persons
 
 
 def person_scores(persons: np.ndarray) -> np.ndarray:
-    """SPEC §8: mean of the 17 joint values of each person (missing joints count 0)."""
+    """SPEC §8: each person's mean joint value, missing joints counting 0 (NumPy's float32 mean)."""
     return np.array([person[:, 2].mean() for person in persons], dtype=np.float32)
 
 
 def refine(heatmap: np.ndarray, tags: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
-    """SPEC §8: fill the missing joints of one person ``keypoints [17, 5]`` (in place).
+    """SPEC §8: fill the missing joints of one person ``keypoints [17, 5]`` from the maps, in place.
 
-    The person's tag is the float32 mean of the tag maps at its detected joints; every joint
-    map is scored ``hm - round(||tag - person tag||)`` and its first maximum taken.
+    The person's tag is the float32 mean of the tag maps at its detected joints.  Every joint map
+    is then scored against it; a joint the person lacks takes the first best pixel, if the heatmap
+    is positive there.  A person with no detected joint has no tag and stays as it is.
     """
     _, height, width = heatmap.shape
+    detected = np.flatnonzero(keypoints[:, 2] > 0)
+    if detected.size == 0:
+        return keypoints
     seen = []
-    for joint in range(NUM_JOINTS):
-        if keypoints[joint, 2] > 0:
-            x, y = keypoints[joint, :2].astype(int)
-            x = np.clip(x, 0, width - 1)
-            y = np.clip(y, 0, height - 1)
-            seen.append(tags[joint, y, x])
+    for joint in detected:
+        column = min(max(int(keypoints[joint, 0]), 0), width - 1)
+        row = min(max(int(keypoints[joint, 1]), 0), height - 1)
+        seen.append(tags[joint, row, column])
     person_tag = np.mean(seen, axis=0)
 
-    found = []
-    for hm, tag_map in zip(heatmap, tags):
-        distance = ((tag_map - person_tag[None, None, :]) ** 2).sum(axis=2) ** 0.5
-        score = hm - np.round(distance)
-        y, x = np.unravel_index(np.argmax(score), hm.shape)
-        value = hm[y, x]
-        fx = x + 0.5
-        fy = y + 0.5
-        if hm[y, min(width - 1, x + 1)] > hm[y, max(0, x - 1)]:
-            fx += 0.25
-        else:
-            fx -= 0.25
-        if hm[min(height - 1, y + 1), x] > hm[max(0, y - 1), x]:
-            fy += 0.25
-        else:
-            fy -= 0.25
-        found.append((fx, fy, value))
-    found = np.array(found)
-
     for joint in range(NUM_JOINTS):
-        if found[joint, 2] > 0 and keypoints[joint, 2] == 0:
-            keypoints[joint, :3] = found[joint]
+        offsets = tags[joint] - person_tag
+        distance = np.sqrt((offsets * offsets).sum(axis=2))
+        score = heatmap[joint] - np.round(distance)
+        best_row, best_column = divmod(int(np.argmax(score)), width)
+        value = heatmap[joint, best_row, best_column]
+        if keypoints[joint, 2] != 0 or not value > 0:
+            continue
+        step_x, step_y = _quarter_step(heatmap[joint], best_column, best_row)
+        keypoints[joint, 0] = best_column + 0.5 + step_x
+        keypoints[joint, 1] = best_row + 0.5 + step_y
+        keypoints[joint, 2] = value
     return keypoints
 
 
 def decode(heatmap: np.ndarray, tags: np.ndarray, k: int = 30,
            detection_threshold: float = 0.1, tag_threshold: float = 1.0):
-    """nms -> top_k -> match_by_tag -> adjust -> person_scores -> refine for one image.
+    """SPEC §6-8 for one image: ``(persons [P, 17, 5], scores [P])``, both float32.
 
-    Returns ``(persons [P, 17, 5] float32, scores [P] float32)``; scores are taken after adjust
-    and before refine.
+    Scores are taken after adjust and before refine, as SPEC §8 says.
     """
-    heatmap = np.asarray(heatmap, dtype=np.float32)
-    tags = np.asarray(tags, dtype=np.float32)
     loc, val, tag = top_k(nms(heatmap), tags, k)
-    persons = match_by_tag(loc, val, tag, detection_threshold, tag_threshold)
-    persons = adjust(persons, heatmap)
+    persons = adjust(match_by_tag(loc, val, tag, detection_threshold, tag_threshold), heatmap)
     scores = person_scores(persons)
     for person in persons:
         refine(heatmap, tags, person)

@@ -195,6 +195,12 @@ def _prime_in_row(marked, n, row):
 def _assign(C, n, n_rows, n_cols, marked, row_cov, col_cov, path, pairs):
     """Solve the assignment for the padded square ``C[:n, :n]`` like munkres 1.1.4.
 
+    This reproduces, by necessity, the step order of the ``munkres`` package, version 1.1.4, by
+    Brian Clapper (Apache License 2.0; https://software.clapper.org/munkres/), the pure-Python
+    solver mmpose 0.29 pairs candidates with: among equally cheap pairings (the rule with these
+    costs) only its own order of steps and zero searches yields mmpose's people (SPEC §7), so that
+    order is the specification here. ``tests/test_grouping.py`` holds it to the package itself.
+
     ``C`` holds the caller's ``n_rows x n_cols`` costs in its top-left corner and zeros in the
     rest of the ``n x n`` square (munkres' own padding); it is overwritten.  ``marked`` (n x n),
     ``row_cov``/``col_cov`` (n) and ``path`` (2n x 2) are work buffers.  The starred pairs inside

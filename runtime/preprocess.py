@@ -60,28 +60,27 @@ def multi_scale_geometry(width: int, height: int, size: int, scales: tuple[float
     return [scale_geometry(width, height, size, s, min(scales)) for s in scales]
 
 
-def _third_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    direction = a - b
-    return b + np.array([-direction[1], direction[0]], dtype=np.float32)
+def _turned_point(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SPEC §4's third point of a pair: ``b`` plus ``a - b`` turned a quarter turn, in float32."""
+    (ax, ay), (bx, by) = a, b
+    return np.array([bx - (ay - by), by + (ax - bx)], dtype=np.float32)
 
 
 def warp_matrix(geometry: Geometry) -> np.ndarray:
-    """The 2×3 affine matrix from image to network input, built from three float32 point pairs.
+    """The 2×3 affine matrix from image to network input, solved from three float32 point pairs.
 
-    The net effect is ``x' = s (x - cx) + w_res / 2``; building it from rounded float32 points via
-    ``cv2.getAffineTransform`` (as the reference does) keeps the warped pixels bit-identical.
+    SPEC §4: the centre goes to the middle of the input, the point ``scale_x · 100`` above the centre to
+    ``w_res / 2`` above that middle, and a third point is derived from each pair. The
+    result is ``x' = s (x - cx) + w_res / 2`` up to the float32 rounding of those points, which the
+    reference's warped pixels carry: solving from the same rounded points keeps them bit-identical.
     """
     w_res, h_res = geometry.input_size
-    center = np.array(geometry.center, dtype=np.float64)
-    half_box_w = geometry.scale[0] * 200.0 * -0.5
-    src = np.zeros((3, 2), dtype=np.float32)
-    dst = np.zeros((3, 2), dtype=np.float32)
-    src[0] = center
-    src[1] = center + np.array([0.0, half_box_w])
-    src[2] = _third_point(src[0], src[1])
-    dst[0] = [w_res * 0.5, h_res * 0.5]
-    dst[1] = np.array([w_res * 0.5, h_res * 0.5]) + np.array([0.0, w_res * -0.5])
-    dst[2] = _third_point(dst[0], dst[1])
+    cx, cy = geometry.center
+    middle_x, middle_y = w_res / 2, h_res / 2
+    pair_src = np.array([[cx, cy], [cx, cy - geometry.scale[0] * 100.0]], dtype=np.float32)
+    pair_dst = np.array([[middle_x, middle_y], [middle_x, middle_y - w_res / 2]], dtype=np.float32)
+    src = np.vstack([pair_src, _turned_point(*pair_src)])
+    dst = np.vstack([pair_dst, _turned_point(*pair_dst)])
     return cv2.getAffineTransform(src, dst)
 
 

@@ -96,32 +96,91 @@ def test_flip_back_moves_left_joints_right():
     assert heatmap[1].max() == 0 and (y, x) in {(20, 56), (20, 57), (21, 56), (21, 57)}
 
 
-def candidate_sets(candidates: np.ndarray, threshold: float = 0.0) -> list[set]:
-    return [{tuple(row) for row in joint if row[2] > threshold} for joint in candidates.astype(np.float64)]
+def peak_maps(rng: np.random.Generator, height: int = 48, width: int = 64):
+    """Per joint, 40 single-pixel peaks of distinct values over low noise, and random tags.
+
+    The 40 values are distinct, so the top 30 are one well-defined set, compared in full. Peaks
+    sit on a jittered grid at least 4 px apart (so each survives NMS), some on the first and last
+    rows and columns (the clamped neighbour reads), and
+    each peak's four neighbours are drawn so that the left/right and up/down comparisons of the
+    ±0.25 rule come out both ways and as exact ties (which SPEC §8 sends to -0.25). Noise stays
+    below every neighbour, so it never enters the top 30. The strongest peaks get a diagonal
+    shoulder pixel higher than the weaker peaks: only NMS keeps it out of the top 30.
+    """
+    heatmap = rng.uniform(0.0, 0.05, (17, height, width)).astype(np.float32)
+    tags = rng.normal(size=(17, height, width, 2)).astype(np.float32)
+    rows, columns = (list(range(0, side - 5, 5)) + [side - 1] for side in (height, width))
+    grid = [(y, x) for y in rows for x in columns]
+    for joint in range(17):
+        chosen = rng.choice(len(grid), 40, replace=False)
+        values = rng.permutation(np.linspace(0.3, 1.0, 40, dtype=np.float32))
+        for (y, x), value in zip((grid[i] for i in chosen), values):
+            y += int(rng.integers(0, 2)) if 0 < y < height - 1 else 0
+            x += int(rng.integers(0, 2)) if 0 < x < width - 1 else 0
+            low = np.float32(rng.choice([0.1, 0.15, 0.2]))
+            pair = [low, low] if rng.random() < 0.3 else list(rng.permutation([low, np.float32(0.25)]))
+            for (dy, dx), level in zip(((0, -1), (0, 1), (-1, 0), (1, 0)), pair + pair[::-1]):
+                if 0 <= y + dy < height and 0 <= x + dx < width:
+                    heatmap[joint, y + dy, x + dx] = level
+            heatmap[joint, y, x] = value
+            if value > 0.85 and y + 1 < height and x + 1 < width:  # a shoulder above the weaker peaks
+                heatmap[joint, y + 1, x + 1] = value - np.float32(0.005)
+    return heatmap, tags
+
+
+def transcribed_candidates(heatmap: np.ndarray, tags: np.ndarray, k: int) -> np.ndarray:
+    """SPEC §6 + the §8 adjust in NumPy (``benchmarks.baseline``): ``[17, k, 5]`` float32."""
+    loc, val, tag = baseline.top_k(baseline.nms(heatmap), tags, k)
+    rows = np.concatenate([loc, val[..., None], tag], axis=2).astype(np.float32)
+    baseline.adjust(rows.transpose(1, 0, 2), heatmap)  # adjust walks persons x joints: one "person" per rank
+    return rows
+
+
+def candidate_mismatches(ours: np.ndarray, want: np.ndarray) -> list[str]:
+    """Joints whose candidates differ in any of x, y, val, tag0, tag1 (rows ordered by value)."""
+    bad = []
+    for joint in range(len(want)):
+        a = ours[joint][np.argsort(-ours[joint, :, 2], kind="stable")]
+        b = want[joint][np.argsort(-want[joint, :, 2], kind="stable")]
+        if a.tobytes() != b.tobytes():
+            column = int(np.flatnonzero((a != b).any(axis=0))[0])
+            bad.append(f"joint {joint}: column {'x y val tag0 tag1'.split()[column]} differs")
+    return bad
+
+
+def graph_candidates(heatmap: np.ndarray, tags: np.ndarray, config: DecodeConfig) -> np.ndarray:
+    with torch.inference_mode():
+        return Decode(config).candidates(torch.from_numpy(heatmap[None]), torch.from_numpy(tags[None]))[0].numpy()
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_candidates_match_numpy_transcription(seed):
-    """NMS, top-30, tag gather and the quarter-pixel adjust equal SPEC §6/§8 written in NumPy.
+    """NMS, top-30, tag gather and the quarter-pixel adjust equal SPEC §6/§8 written in NumPy, bit for bit.
 
-    Quantized maps make plateaus and equal neighbours (the ties that decide NMS and ±0.25); the
-    order among equal values is implementation-defined, so candidates are compared as sets.
+    Every candidate's x, y, val, tag0 and tag1 are compared. Mutations of ``Decode.candidates`` that
+    this test catches (tried): the x-adjust's sign flipped (``right < left``), the tags zeroed, the
+    border clamp of the right neighbour removed, top-k reading the unsuppressed heatmap.
     """
     rng = np.random.default_rng(seed)
-    height, width = 48, 64
-    heatmap = (np.round(rng.uniform(0, 1, (17, height, width)) * 8) / 8).astype(np.float32)
-    tags = rng.normal(size=(17, height, width, 2)).astype(np.float32)
+    heatmap, tags = peak_maps(rng)
     config = DecodeConfig()
-    with torch.inference_mode():
-        ours = Decode(config).candidates(torch.from_numpy(heatmap[None]), torch.from_numpy(tags[None]))[0].numpy()
+    want = transcribed_candidates(heatmap, tags, config.top_k)
+    # The maps do what the docstring says: distinct top values, both adjust directions, ties.
+    assert all(len(set(want[j, :, 2].tolist())) == config.top_k for j in range(17))
+    fractions = want[..., :2] % 1
+    assert {0.25, 0.75} <= set(fractions.ravel().tolist())
+    assert (want[..., 0] < 1).any() and (want[..., 0] > heatmap.shape[2] - 1).any()
+    assert candidate_mismatches(graph_candidates(heatmap, tags, config), want) == []
 
-    suppressed = baseline.nms(heatmap)
-    loc, val, tag = baseline.top_k(suppressed, tags, config.top_k)
-    persons = np.concatenate([loc.transpose(1, 0, 2), val.T[..., None], tag.transpose(1, 0, 2)], axis=2).astype(np.float32)
-    baseline.adjust(persons, heatmap)
-    theirs = persons.transpose(1, 0, 2)
-    # Top-30 boundaries may cut a plateau differently: compare values above the 30th value of each joint.
-    for joint, (mine, want) in enumerate(zip(candidate_sets(ours), candidate_sets(theirs))):
-        cut = min(val[joint].min(), ours[joint, :, 2].min())
-        assert {c for c in mine if c[2] > cut} == {c for c in want if c[2] > cut}, f"joint {joint}"
-        assert sorted(ours[joint, :, 2]) == sorted(val[joint])
+
+def test_candidate_comparison_catches_mutations():
+    """The comparison above fails on candidates with a flipped x adjust or zeroed tags."""
+    rng = np.random.default_rng(0)
+    heatmap, tags = peak_maps(rng)
+    want = transcribed_candidates(heatmap, tags, 30)
+    flipped = want.copy()
+    flipped[..., 0] = np.floor(flipped[..., 0]) + 1 - flipped[..., 0] % 1  # +0.25 <-> -0.25 around x + 0.5
+    no_tags = want.copy()
+    no_tags[..., 3:] = 0
+    assert len(candidate_mismatches(flipped, want)) == 17
+    assert len(candidate_mismatches(no_tags, want)) == 17
