@@ -353,3 +353,34 @@ def test_raw_outputs_match_mmpose(synthetic_w32, record):
         assert samples == ref["samples"], name  # float32 values stored exactly: bit-identical
         assert math.isclose(flat.sum().item(), ref["sum"], rel_tol=1e-12), name
         assert math.isclose(flat.abs().mean().item(), ref["mean_abs"], rel_tol=1e-12), name
+
+
+def test_torch_backend_restores_the_tf32_flags(monkeypatch):
+    """A CUDA run turns TF32 off only while the graph runs (mutation tried: not restoring the flags
+    in ``TorchBackend._float32`` fails this). The device is faked so the flag handling runs on the CPU."""
+    import torch
+
+    import numpy as np
+
+    from runtime.backends.torch_backend import TorchBackend
+
+    seen = []
+
+    class Graph(torch.nn.Module):
+        def forward(self, image):
+            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            return image.float(), image.float(), image.float()
+
+    from runtime.metadata import ModelMetadata
+
+    backend = TorchBackend(Graph(), ModelMetadata(arch="w32", input_size=512, checkpoint="synthetic:0"))
+    backend.device = torch.device("cuda")  # only _float32 reads it; the tensors below stay on the CPU
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: self)
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        backend._run({name: np.zeros((1, 64, 64, 3), np.uint8) for name in backend.metadata.input_names})
+        assert seen == [(False, False)]
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
