@@ -33,11 +33,10 @@ The TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), opset
   and traces the DecodeGraph in a few seconds into a graph of plain ONNX ops: BatchNorm folded into
   the convolutions (only the BN after the ConvTranspose stays a BatchNormalization node), dynamic
   H/W carried by Shape/Gather arithmetic, nothing outside the default domain. The torch.export-based
-  exporter (the default since torch 2.9) was tried on torch 2.13 / onnxscript 0.7.2 with H, W
-  declared as ``64 * Dim``: it raises the opset to 18 (down-conversion to 17 "may not be
-  successful", its own warning) and then fails to translate ``torch.remainder(index, width)`` with a
-  symbolic width (``aten_remainder_scalar``: "int() argument must be ... not 'SymbolicTensor'").
-  torch is pinned (``torch==2.13.0`` in the ``export`` extra), so the TorchScript exporter cannot
+  exporter (the default since torch 2.9) does not serve this graph on torch 2.13 / onnxscript
+  0.7.2: with H, W declared as ``64 * Dim`` it raises the opset to 18 (down-conversion to 17 "may
+  not be successful", its own warning) and cannot translate ``torch.remainder(index, width)`` with
+  a symbolic width (``aten_remainder_scalar``). torch is pinned (``torch==2.13.0`` in the ``export`` extra), so the TorchScript exporter cannot
   disappear under us; if a later torch drops it, the export stops with a clear message.
 * Opset 17 sits inside what every target parses: TensorRT 10.0 parses opsets 9–20 and later 10.x
   releases up to 24 (onnx-tensorrt ``docs/operators.md`` of each release), TensorRT 8.5 up to 17,
@@ -66,8 +65,9 @@ Every op type in the exported graph, against the TensorRT 10 ONNX parser's suppo
   input's only reader.
 
 Integer index arithmetic stays INT64 in the file (what ONNX Runtime expects; TensorRT 10 runs INT64
-natively for these ops), all decode arithmetic is FP32 (SPEC §12). None of this was checked by a
-TensorRT parse: TensorRT could not be installed where this was written (see ../shared/gpu/README.md).
+natively for these ops), all decode arithmetic is FP32 (SPEC §12). This support is read from the
+parser's documentation, not proven by a TensorRT parse: TensorRT does not install on the machines the
+project is tested on (README, "What ran where").
 
 Precision
 ---------
