@@ -286,15 +286,16 @@ def test_no_host_values_on_the_device_path(precision, fp16_export, int8_export):
 
 
 def test_calibration_cache_is_reused(folder, fp32_file, int8_export):
-    path, first_out, first_seconds = int8_export
+    """A rerun reads the statistics from the cache (it says so and writes no new cache file) and gives
+    the same scales. Whether it is also faster is timing, which belongs to benchmarks/."""
+    path, first_out, _ = int8_export
     assert "statistics written to" in first_out
     caches = sorted((folder / "cache").glob("*.json"))
     assert len(caches) == 1 and not list((folder / "cache").glob("*.tmp"))
     again = folder / "again.int8.onnx"
-    out, seconds = _calibrate(fp32_file, again, folder / "cache")
+    out, _ = _calibrate(fp32_file, again, folder / "cache")
     assert "cache hit" in out, out
     assert sorted((folder / "cache").glob("*.json")) == caches
-    assert seconds < first_seconds, f"rerun {seconds:.1f} s vs first {first_seconds:.1f} s"
     a, b = onnx.load(str(path)), onnx.load(str(again))
     scales = {t.name: onnx.numpy_helper.to_array(t) for t in a.graph.initializer if t.name.endswith("_scale")}
     assert scales
