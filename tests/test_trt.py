@@ -415,7 +415,7 @@ def test_gpu_device_grouping_equals_host_grouping(trt_backend):
     device_people = estimator.batch([image])[0]
     prepared = estimator.prepare(image)
     feed = {name: array[None] for name, array in zip(trt_backend.metadata.input_names, prepared.inputs)}
-    outputs = trt_backend.device_io.download(trt_backend._slot(feed))
+    outputs = trt_backend.device_io.download(trt_backend.device_slot(feed))
     decode = trt_backend.metadata.decode
     persons, scores = decode_people(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0],
                                     decode.detection_threshold, decode.tag_threshold)
