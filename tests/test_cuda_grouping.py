@@ -471,11 +471,12 @@ class _RenderedBackend(_MapsBackend):
 
 
 MINI_IMAGES = 14
-MINI_INPUT_SIZE = 64  # small maps: the simulator runs each CUDA thread as a Python thread
+MINI_INPUT_SIZE = 32  # small maps (32 x 64 and up): the simulator runs each CUDA thread as a Python thread
+MINI_THREADS = 32
 
 
 def suite_mini() -> dict:
-    """14 mini-set images through PoseEstimator: GT-rendered outputs (input size 64) left "on the
+    """14 mini-set images through PoseEstimator: GT-rendered outputs (input size 32) left "on the
     device" (simulator), grouped on the host and on the device: the people of the CPU path."""
     from benchmarks.coco import CocoSet, rendered_decode
     from runtime.backends.device import DeviceIO
@@ -484,7 +485,8 @@ def suite_mini() -> dict:
 
     mini = CocoSet.open(MINI / "images", MINI / "person_keypoints.json")
     annotations = mini.annotations()
-    chosen = [image for image in mini.images if annotations.get(image.id)][:MINI_IMAGES]
+    chosen = [image for image in mini.images if annotations.get(image.id)][:int(os.environ.get("MINI_IMAGES",
+                                                                                             MINI_IMAGES))]
     outputs = [rendered_decode(image, annotations[image.id], MINI_INPUT_SIZE) for image in chosen]
     pictures = [read_image(image.path) for image in chosen]
     cpu = PoseEstimator(_RenderedBackend(None, outputs, MINI_INPUT_SIZE))
@@ -492,6 +494,7 @@ def suite_mini() -> dict:
     people = refined = 0
     for grouping in ("host", "device"):
         gpu = PoseEstimator(_RenderedBackend(DeviceIO(0), outputs, MINI_INPUT_SIZE), grouping=grouping)
+        gpu.decoder.threads = MINI_THREADS
         for image, picture, want in zip(chosen, pictures, expected, strict=True):
             got = gpu(picture)
             assert len(got) == len(want), f"mini ({grouping}): {image.path.name}: {len(got)} != {len(want)} people"
