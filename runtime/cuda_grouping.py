@@ -51,6 +51,25 @@ sequences).  The simulator (``NUMBA_ENABLE_CUDASIM=1``) runs these functions as 
 NumPy scalars, where nothing is ever fused, so it cannot show any of this; results on real
 hardware are only checked by the ``gpu`` test.
 
+Float64 on the device, and why
+------------------------------
+Consumer GPUs and Jetson run float64 at 1/32 to 1/64 of the float32 rate, so the device keeps
+float64 only where bit parity with the reference needs it:
+
+* **grouping** (``_group``, one thread, and only with ``--grouping device``): tag distances, their
+  half-to-even rounding, the ``< 1`` test and the munkres costs are float64, because mmpose
+  assembles candidates in float64 (SPEC §7); a float32 distance rounds differently at the .5 and
+  1.0 boundaries and changes pairings.  A few hundred operations per image.
+* **writing a refined joint** (``_write_refined``): ``+ 0.5`` and the ``±0.25`` adjust in float64
+  as the reference does, 17 x persons operations.
+* **not the refine search**, the per-pixel x per-person hot loop: the device replaces
+  ``_refine_score`` by ``_refine_score32``, all float32.  It equals the host's float64 rounding
+  bit for bit: ``round(dist)`` of a float32 below 2**23 is exact in float32 with the add/subtract
+  2**23 trick (above, every float32 is an integer already), and ``h - r`` rounded once to float32
+  equals the float64 difference rounded to float32 (double rounding is harmless for a
+  subtraction when the wider format has at least 2p + 2 bits: 53 >= 50).  Checked against the
+  host on every simulator suite and on edge values in tests/test_gpu_setup.py.
+
 Under the simulator the two products keep their plain definitions (the libdevice functions have
 no Python implementation) and the float bit pattern is read with NumPy instead of
 ``libdevice.float_as_int``; everything else is the code the GPU runs.
@@ -60,6 +79,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import types
 import warnings
@@ -75,6 +95,7 @@ from runtime.errors import UserError
 # device-compiled cores, numba.cuda, numba.cuda.libdevice and the bit-pattern primitive.
 from runtime.grouping import (
     _group,
+    _mul32,
     _misses_joint,
     _person_score,
     _prev_tag,
@@ -113,6 +134,19 @@ def _mul32_rn(a, b):
 
 def _mul64_rn(a, b):
     return libdevice.dmul_rn(a, b)
+
+
+_TWO23 = np.float32(8388608.0)
+
+
+def _refine_score32(h, t0, t1, p0, p1):
+    """``grouping._refine_score`` in float32 only (see the module docstring for why it is equal)."""
+    d0 = np.float32(t0 - p0)
+    d1 = np.float32(t1 - p1)
+    dist = np.float32(math.sqrt(np.float32(_mul32(d0, d0) + _mul32(d1, d1))))
+    if dist < _TWO23:
+        dist = np.float32(np.float32(dist + _TWO23) - _TWO23)
+    return np.float32(h - dist)
 
 
 def _float_bits_libdevice(x):
@@ -275,8 +309,8 @@ def _device_build(cuda, simulator: bool, disk_cache: bool = True) -> types.Simpl
     on-disk cache (``kernel_cache_dir()``) that the first compile wrote.
     """
     namespace = dict(vars(grouping))
-    namespace.update(cuda=cuda, _KEY_NONE=_KEY_NONE, _LOW32=_LOW32, _HIGH32=_HIGH32,
-                     _PIXELS_PER_THREAD=_PIXELS_PER_THREAD, _PERSON_CHUNK=_PERSON_CHUNK)
+    namespace.update(cuda=cuda, _KEY_NONE=_KEY_NONE, _LOW32=_LOW32, _HIGH32=_HIGH32, _TWO23=_TWO23,
+                     _PIXELS_PER_THREAD=_PIXELS_PER_THREAD, _PERSON_CHUNK=_PERSON_CHUNK, math=math)
     device = cuda.jit(device=True)
     if simulator:
         primitives = {"_float_bits": _float_bits_numpy}
@@ -288,7 +322,9 @@ def _device_build(cuda, simulator: bool, disk_cache: bool = True) -> types.Simpl
                       "_float_bits": _float_bits_libdevice}
     for name, fn in primitives.items():
         namespace[name] = device(grouping._clone(fn, namespace))
-    names = tuple(name for name in grouping._CORE_NAMES if name not in primitives)
+    # the float32 refine score, compiled before the cores that call it
+    namespace["_refine_score"] = device(grouping._clone(_refine_score32, namespace))
+    names = tuple(name for name in grouping._CORE_NAMES if name not in primitives and name != "_refine_score")
     grouping.compile_cores(device, names, namespace)
     for fn in (_score_key, _key_pixel):
         namespace[fn.__name__] = device(grouping._clone(fn, namespace))

@@ -207,6 +207,10 @@ def run(args: argparse.Namespace) -> int:
     images_done = estimator.times.images
     print(f"wrote {len(results)} people from {images_done} images to {args.out} ({elapsed:.1f} s, "
           f"{images_done / elapsed:.2f} images/s)" + (f"; pictures in {args.draw}" if args.draw else ""))
+    device_io = estimator.backend.device_io
+    note = device_io.eviction_note(images_done) if device_io is not None else None
+    if note:
+        print(note)
     return 0
 
 

@@ -87,7 +87,7 @@ def test_simulator_pipeline_device_path_matches_host():
 
 
 def test_simulator_mini_set_both_groupings_match_cpu_path():
-    """--grouping host and device through PoseEstimator on 14 mini-set images (GT-rendered
+    """--grouping host and device through PoseEstimator on 13 mini-set images (GT-rendered
     outputs) give the CPU path's people bit for bit.  Mutation tried: launch_host_grouped
     skipping the refine launch (persons copied back unrefined) fails here."""
     need(MINI / "images")
@@ -436,19 +436,22 @@ def suite_pipeline() -> dict:
         device_backend = _MapsBackend(DeviceIO(0), seed=900_000)
         device_path = PoseEstimator(device_backend, grouping=grouping)
         assert device_path.decoder is not None
-        got_all = device_path.batch(images) + [device_path(images[0])]
-        device_backend.max_batch = 1  # a TensorRT profile's limit: pairs run one by one
-        got_all += device_path.batch(images)
-        for got, expected in zip(got_all, expected_all, strict=True):
+        got_all = device_path.batch(images)
+        if grouping == "host":  # the other entry points once (the device grouping's kernel is the same)
+            got_all += [device_path(images[0])]
+            device_backend.max_batch = 1  # a TensorRT profile's limit: pairs run one by one
+            got_all += device_path.batch(images)
+        for got, expected in zip(got_all, expected_all[:len(got_all)], strict=True):
             assert len(got) == len(expected), f"pipeline ({grouping} grouping): person count"
             for a, b in zip(got, expected):
                 assert same_bits(a.keypoints, b.keypoints) and a.score == b.score, f"pipeline ({grouping}): person"
             people += len(got)
-        times = device_path.times
-        assert times.images == 2 * len(images) + 1 and min(times.upload, times.graph, times.group_refine,
-                                                           times.download) >= 0
-        # one buffer set per input shape: 3 pairs, 3 single images (one of them also run alone before)
-        assert sorted(key[0][1][0] for key in device_backend.device_io.slots) == [1, 1, 1, 2, 2, 2]
+        if grouping == "host":
+            times = device_path.times
+            assert times.images == 2 * len(images) + 1 and min(times.upload, times.graph, times.group_refine,
+                                                               times.download) >= 0
+            # one buffer set per input shape: 3 pairs, 3 single images (one of them also run alone before)
+            assert sorted(key[0][1][0] for key in device_backend.device_io.slots) == [1, 1, 1, 2, 2, 2]
     return {"images": len(expected_all), "people": people}
 
 
@@ -470,13 +473,13 @@ class _RenderedBackend(_MapsBackend):
         return self.queue.pop(0)
 
 
-MINI_IMAGES = 14
+MINI_IMAGES = 13
 MINI_INPUT_SIZE = 32  # small maps (32 x 64 and up): the simulator runs each CUDA thread as a Python thread
 MINI_THREADS = 32
 
 
 def suite_mini() -> dict:
-    """14 mini-set images through PoseEstimator: GT-rendered outputs (input size 32) left "on the
+    """13 mini-set images through PoseEstimator: GT-rendered outputs (input size 32) left "on the
     device" (simulator), grouped on the host and on the device: the people of the CPU path."""
     from benchmarks.coco import CocoSet, rendered_decode
     from runtime.backends.device import DeviceIO

@@ -197,6 +197,15 @@ def test_device_slots_are_lru_bounded_and_release_what_was_bound():
     assert released == [128, 64] and io.evictions == 2
 
 
+def test_eviction_note_only_when_shapes_thrash():
+    io = _device_io(2)
+    for height in (64, 128, 192, 256):
+        io.slot({"image": ((1, height, 64, 3), "uint8")}, {})
+    assert io.evictions == 2
+    assert io.eviction_note(4) and "2 device-buffer evictions over 4 images" in io.eviction_note(4)
+    assert io.eviction_note(100) is None  # rare evictions: no note
+
+
 def test_cuda_graph_refusal_is_detected_when_onnxruntime_falls_back(tmp_path):
     """onnxruntime's Python layer drops a CUDA EP it cannot start and runs on the CPU without an
     error: ``open_with_cuda_graphs`` must see that and say why graphs are off, not report graphs
@@ -261,3 +270,33 @@ def test_gpu_tests_use_only_names_the_backends_have(test_file, variable, backend
     cls = getattr(importlib.import_module(module), name)
     missing = _attributes_used(REPO / "tests" / test_file, variable) - _attributes_defined(cls)
     assert not missing, f"{test_file} uses {sorted(missing)} on {name}, which has no such attribute"
+
+
+# ---------------------------------------------------------------------------------------------
+# Float32 on the device
+
+
+def test_device_refine_score_in_float32_equals_the_host_float64_rounding():
+    """The device's float32 ``_refine_score32`` gives the host ``_refine_score``'s bits on random
+    values and on the edges: distances at exact halves (ties to even), heatmap values tiny next to
+    the rounded distance, distances at and above 2**23, infinities and NaN.
+    Mutation tried: without the ``dist < 2**23`` guard, distances of 2**23 + odd fail."""
+    import numba
+
+    from runtime import cuda_grouping, grouping
+
+    cores = grouping.compile_cores(numba.njit)
+    namespace = dict(cores.namespace, _TWO23=cuda_grouping._TWO23)
+    device = numba.njit(grouping._clone(cuda_grouping._refine_score32, namespace))
+    host = cores.refine_score
+    rng = np.random.default_rng(1234)
+    f4 = np.float32
+    cases = [(f4(h), f4(t), f4(0.0), f4(0.0), f4(0.0)) for h in (0.0, -0.0, 1e-30, 0.7, -3.25, 1e6)
+             for t in (0.5, 1.5, 2.5, 3.49999976, 8388607.5, 8388609.0, 16777215.0, 3e38, np.inf, np.nan)]
+    cases += [tuple(f4(v) for v in row) for row in np.concatenate(
+        [rng.normal(0, 1, (4000, 5)), rng.normal(0, 50, (4000, 5)),
+         np.round(rng.normal(0, 8, (4000, 5)) * 4) / 4], axis=0)]
+    for args in cases:
+        a, b = device(*args), host(*args)
+        assert np.array_equal(np.float32(a).view(np.uint32), np.float32(b).view(np.uint32)) or (
+            np.isnan(a) and np.isnan(b)), (args, a, b)

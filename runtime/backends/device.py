@@ -124,6 +124,16 @@ class DeviceIO:
         slot.outputs.clear()
         self.evictions += 1
 
+    def eviction_note(self, images: int) -> str | None:
+        """One line when input shapes thrash the slots (as many evictions as slots, and one for at
+        least every 4th image): every eviction costs a new allocation and, in ONNX Runtime, a new
+        CUDA graph capture."""
+        if self.evictions < self.max_slots or self.evictions * 4 < images:
+            return None
+        return (f"note: {self.evictions} device-buffer evictions over {images} images ({self.max_slots} input "
+                f"shapes kept): many distinct input sizes; resize or pad images to fewer sizes, or open the "
+                f"backend's DeviceIO with a larger max_slots")
+
     def upload(self, slot: DeviceSlot, feed: dict[str, np.ndarray]) -> None:
         """Copy the host feed into the slot's input buffers (timed into ``times.upload``)."""
         start = time.perf_counter()
