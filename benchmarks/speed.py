@@ -20,9 +20,13 @@ on its own (upload = host → device inputs, graph, grouping + refine, download 
   onnx-cuda-fp32   ONNX Runtime CUDA EP (use_tf32=0, CUDA graphs when the session accepts them),
                    outputs kept on the device, grouping + refine as CUDA kernels, only people back
   onnx-cuda-fp16   the same with the FP16 export (decode in FP32)
+  trt-fp32, trt-fp16  TensorRT engines built from those two files (rows only where tensorrt imports)
   mmpose-style     torch eager FP32 on the GPU (TF32 off; network and dense decode), full heatmap and
                    tag maps copied back, the reference's host decode (NumPy + munkres)
-with the ratios, and the device grouping + refine alone on the rendered and network maps.
+with the ratios, and the device post-processing alone on the rendered and network maps. Grouping
+runs where --grouping says (host: candidates back, njit grouping, refine on the device; device: all
+on the GPU). Kernel and graph times in the "CUDA events" columns come from CUDA events on the
+backend's stream (benchmarks/gpu_check.py's stage_times), not from host clocks around syncs.
 
 Examples:
   python benchmarks/speed.py
@@ -217,7 +221,26 @@ def print_end_to_end(rows: list[dict]) -> None:
               f"mmpose-style / onnx = {by['mmpose-style'][stage] / by['onnx'][stage]:.2f}x")
 
 
-GPU_BACKENDS = ("onnx-cuda-fp32", "onnx-cuda-fp16", "mmpose-style")
+GPU_BACKENDS = ("onnx-cuda-fp32", "onnx-cuda-fp16", "trt-fp32", "trt-fp16", "mmpose-style")
+
+
+def tensorrt_imports() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:  # noqa: BLE001 - ImportError, or a stub wheel failing at import
+        return False
+    return True
+
+
+def ensure_plan(onnx: Path) -> Path:
+    """A batch-1 TensorRT engine of ``onnx``, built once beside it."""
+    from export.trt import build_engine
+
+    plan = onnx.with_suffix(".plan")
+    if not plan.exists():
+        print(f"building {plan} ...", flush=True)
+        build_engine(onnx, plan, max_batch=1, progress=False)
+    return plan
 GPU_STAGES = ("read_warp", "upload", "graph", "group_refine", "download")
 
 
@@ -257,7 +280,7 @@ def _stage_row(name: str, times, people: int) -> dict:
             "images_per_s": 1.0 / (seconds["device_total"] + seconds["read_warp"])}
 
 
-def gpu_worker(kind: str, engine: Path | None, count: int, repeat: int) -> list[dict]:
+def gpu_worker(kind: str, engine: Path | None, count: int, repeat: int, grouping: str = "host") -> list[dict]:
     """One GPU backend over the bundled samples, warmed up (kernels compiled, CUDA graphs captured for
     every input shape), then ``repeat`` timed passes."""
     from runtime.backends import open_backend, open_torch
@@ -268,8 +291,10 @@ def gpu_worker(kind: str, engine: Path | None, count: int, repeat: int) -> list[
     images = [read_image(path) for path in bundled_samples()[:count]]
     if kind == "mmpose-style":
         return [mmpose_style_gpu(open_torch("w32", "synthetic:0", 512, device="cuda"), images, repeat)]
+    from benchmarks.gpu_check import stage_times
+
     backend = open_backend(engine, device="cuda")
-    estimator = PoseEstimator(backend)
+    estimator = PoseEstimator(backend, grouping=grouping)
     for _ in range(3):  # ONNX Runtime captures a shape's CUDA graph after a first plain run
         for image in images:
             estimator(image)
@@ -278,6 +303,8 @@ def gpu_worker(kind: str, engine: Path | None, count: int, repeat: int) -> list[
     row = _stage_row(kind, estimator.times, people)
     row["cuda_graph"] = getattr(backend, "cuda_graph", False)
     row["cuda_graph_refused"] = getattr(backend, "cuda_graph_refused", None)
+    row["events_ms"] = stage_times(backend, list(zip(range(len(images)), images)), repeat)[grouping]
+    row["grouping"] = grouping
     return [row]
 
 
@@ -314,31 +341,50 @@ def mmpose_style_gpu(backend, images: list[np.ndarray], repeat: int) -> dict:
 
 
 def device_grouping(repeat: int, count: int) -> list[dict]:
-    """Grouping + refine alone on the device vs the host build, on the same maps (device-resident)."""
+    """Post-processing alone on maps already on the device, timed with CUDA events on the
+    decoder's stream, for both groupings, vs the host build (host clock; it never leaves the CPU)."""
     from numba import cuda
 
+    from runtime.backends.device import non_blocking_stream
     from runtime.cuda_grouping import DeviceDecoder
 
-    decoder = DeviceDecoder(stream=cuda.stream())
+    decoder = DeviceDecoder(stream=non_blocking_stream(cuda))
     rows = []
     for kind, maps in (("rendered", rendered_maps(count)), ("network", network_maps(count))):
         for name, candidates, heatmap, tags in maps:
             on_device = [cuda.to_device(a) for a in (candidates, heatmap, tags)]
-            decoder.decode(*on_device)  # compile and allocate outside the timing
-            t_device, (persons, _) = timed(lambda *a: decoder.decode(*a), on_device, repeat)
             t_host, (expected, _) = timed(ours, (candidates, heatmap, tags), repeat)
-            rows.append({"maps": kind, "image": name, "size": f"{heatmap.shape[2]}x{heatmap.shape[1]}",
-                         "people": len(persons), "device_ms": t_device * 1e3, "host_ms": t_host * 1e3,
-                         "identical": persons.shape == expected.shape and np.array_equal(persons, expected)})
+            row = {"maps": kind, "image": name, "size": f"{heatmap.shape[2]}x{heatmap.shape[1]}",
+                   "people": len(expected), "njit_ms": t_host * 1e3, "identical": True}
+            for grouping, launch in (("host", decoder.launch_host_grouped), ("device", decoder.launch)):
+                samples = []
+                for step in range(repeat + 1):  # the first run compiles and allocates
+                    start, end = cuda.event(), cuda.event()
+                    start.record(decoder.stream)
+                    job = launch(*on_device)
+                    end.record(decoder.stream)
+                    persons, _ = decoder.collect(job)
+                    end.synchronize()
+                    if step:
+                        samples.append(start.elapsed_time(end))
+                row[f"grouping_{grouping}_ms"] = statistics.median(samples)
+                row["identical"] &= persons.shape == expected.shape and np.array_equal(persons, expected)
+            rows.append(row)
     return rows
 
 
-def gpu_end_to_end(count: int, repeat: int) -> list[dict]:
-    engines = {"onnx-cuda-fp32": ensure_engine(None), "onnx-cuda-fp16": ensure_fp16_engine(), "mmpose-style": None}
+def gpu_end_to_end(count: int, repeat: int, grouping: str = "host") -> list[dict]:
+    engines = {"onnx-cuda-fp32": ensure_engine(None), "onnx-cuda-fp16": ensure_fp16_engine()}
+    if tensorrt_imports():
+        engines.update({"trt-fp32": ensure_plan(engines["onnx-cuda-fp32"]),
+                        "trt-fp16": ensure_plan(engines["onnx-cuda-fp16"])})
+    else:
+        print("TensorRT rows skipped: tensorrt does not import here", flush=True)
+    engines["mmpose-style"] = None
     rows = []
     for kind, engine in engines.items():
         command = [sys.executable, __file__, "--device", "cuda", "--worker", kind, "--images", str(count),
-                   "--repeat", str(repeat)]
+                   "--repeat", str(repeat), "--grouping", grouping]
         done = subprocess.run(command + (["--engine", str(engine)] if engine else []),
                               capture_output=True, text=True, check=False)
         if done.returncode:
@@ -350,26 +396,31 @@ def gpu_end_to_end(count: int, repeat: int) -> list[dict]:
 def print_gpu(rows: list[dict], grouping_rows: list[dict]) -> None:
     print(f"\n### GPU end to end, HigherHRNet-W32 input 512, synthetic weights, {rows[0]['images']} timed images "
           f"per backend (ms per image)\n")
-    print("| backend | read + warp | upload | graph | grouping + refine | download | device total | "
-          "device total / graph | images/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| backend | grouping | read + warp | upload | graph | grouping + refine | download | device total | "
+          "device total / graph | images/s | CUDA events: upload + graph | post-processing | people back |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         s = r["seconds"]
-        print(f"| {r['backend']} | " + " | ".join(f"{s[stage] * 1e3:.2f}" for stage in GPU_STAGES)
-              + f" | {s['device_total'] * 1e3:.2f} | {s['device_total'] / s['graph']:.2f}x | {r['images_per_s']:.1f} |")
+        events = r.get("events_ms")
+        event_cells = (f"{events['upload + graph']:.2f} | {events['post-processing']:.3f} | {events['people back']:.3f}"
+                       if events else "- | - | -")
+        print(f"| {r['backend']} | {r.get('grouping', 'host (NumPy)')} | "
+              + " | ".join(f"{s[stage] * 1e3:.2f}" for stage in GPU_STAGES)
+              + f" | {s['device_total'] * 1e3:.2f} | {s['device_total'] / s['graph']:.2f}x | {r['images_per_s']:.1f} | "
+              + event_cells + " |")
     for r in rows:
         if r.get("cuda_graph_refused"):
             print(f"note: {r['backend']}: CUDA graphs refused by ONNX Runtime: {r['cuda_graph_refused']}")
     by = {r["backend"]: r["seconds"] for r in rows}
     print("\nratios (same run), end to end without read + warp:")
-    for name in ("onnx-cuda-fp32", "onnx-cuda-fp16"):
+    for name in [r["backend"] for r in rows if r["backend"] != "mmpose-style"]:
         print(f"  mmpose-style / {name} = {by['mmpose-style']['device_total'] / by[name]['device_total']:.1f}x")
-    print("\n### Grouping + refine alone: CUDA kernels vs host numba, maps already on the device\n")
-    print("| maps | image | map | people | device ms | host ms | identical |")
-    print("|---|---|---|---:|---:|---:|---|")
+    print("\n### Post-processing alone (grouping + score + refine), maps already on the device; CUDA events\n")
+    print("| maps | image | map | people | --grouping host ms | --grouping device ms | host njit ms | identical |")
+    print("|---|---|---|---:|---:|---:|---:|---|")
     for r in grouping_rows:
-        print(f"| {r['maps']} | {r['image']} | {r['size']} | {r['people']} | {r['device_ms']:.3f} | "
-              f"{r['host_ms']:.1f} | {'yes' if r['identical'] else 'NO'} |")
+        print(f"| {r['maps']} | {r['image']} | {r['size']} | {r['people']} | {r['grouping_host_ms']:.3f} | "
+              f"{r['grouping_device_ms']:.3f} | {r['njit_ms']:.1f} | {'yes' if r['identical'] else 'NO'} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,17 +439,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cpu: the CPU sections above; cuda: the GPU section (needs onnxruntime-gpu, "
                              "numba-cuda and a CUDA torch for the baseline) (default: cpu)")
+    parser.add_argument("--grouping", choices=("host", "device"), default="host",
+                        help="cuda: where the GPU backends group people (see python -m runtime.run --help) "
+                             "(default: host)")
     parser.add_argument("--worker", choices=BACKENDS + GPU_BACKENDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         if args.device == "cuda":
-            print(json.dumps(gpu_worker(args.worker, args.engine, args.images, args.repeat)))
+            print(json.dumps(gpu_worker(args.worker, args.engine, args.images, args.repeat, args.grouping)))
         else:
             print(json.dumps(end_to_end_worker(args.worker, args.engine, args.images)))
         return 0
     if args.device == "cuda":
         check_gpu()
-        print_gpu(gpu_end_to_end(args.images, args.repeat), device_grouping(args.repeat, args.images))
+        print_gpu(gpu_end_to_end(args.images, args.repeat, args.grouping), device_grouping(args.repeat, args.images))
         return 0
     if args.section in ("e2e", "all"):
         print_end_to_end(end_to_end(args.engine, args.images))

@@ -223,7 +223,7 @@ def make_sidecar(plan: Path, plan_sha256: str, onnx: OnnxFacts, shapes: BaseShap
         "workspace_gib": float(workspace_gib),
         "source_onnx": {"path": str(Path(onnx.path).resolve()), "sha256": onnx.sha256},
         "toolkit_version": TOOLKIT_VERSION,
-        "built_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "metadata": props,
     }
 

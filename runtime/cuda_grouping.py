@@ -51,6 +51,25 @@ sequences).  The simulator (``NUMBA_ENABLE_CUDASIM=1``) runs these functions as 
 NumPy scalars, where nothing is ever fused, so it cannot show any of this; results on real
 hardware are only checked by the ``gpu`` test.
 
+Float64 on the device, and why
+------------------------------
+Consumer GPUs and Jetson run float64 at 1/32 to 1/64 of the float32 rate, so the device keeps
+float64 only where bit parity with the reference needs it:
+
+* **grouping** (``_group``, one thread, and only with ``--grouping device``): tag distances, their
+  half-to-even rounding, the ``< 1`` test and the munkres costs are float64, because mmpose
+  assembles candidates in float64 (SPEC §7); a float32 distance rounds differently at the .5 and
+  1.0 boundaries and changes pairings.  A few hundred operations per image.
+* **writing a refined joint** (``_write_refined``): ``+ 0.5`` and the ``±0.25`` adjust in float64
+  as the reference does, 17 x persons operations.
+* **not the refine search**, the per-pixel x per-person hot loop: the device replaces
+  ``_refine_score`` by ``_refine_score32``, all float32.  It equals the host's float64 rounding
+  bit for bit: ``round(dist)`` of a float32 below 2**23 is exact in float32 with the add/subtract
+  2**23 trick (above, every float32 is an integer already), and ``h - r`` rounded once to float32
+  equals the float64 difference rounded to float32 (double rounding is harmless for a
+  subtraction when the wider format has at least 2p + 2 bits: 53 >= 50).  Checked against the
+  host on every simulator suite and on edge values in tests/test_gpu_setup.py.
+
 Under the simulator the two products keep their plain definitions (the libdevice functions have
 no Python implementation) and the float bit pattern is read with NumPy instead of
 ``libdevice.float_as_int``; everything else is the code the GPU runs.
@@ -59,8 +78,12 @@ no Python implementation) and the float bit pattern is read with NumPy instead o
 from __future__ import annotations
 
 import functools
+import hashlib
+import math
+import os
 import types
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -72,6 +95,7 @@ from runtime.errors import UserError
 # device-compiled cores, numba.cuda, numba.cuda.libdevice and the bit-pattern primitive.
 from runtime.grouping import (
     _group,
+    _mul32,
     _misses_joint,
     _person_score,
     _prev_tag,
@@ -93,7 +117,10 @@ _HIGH32 = 4294967296
 _PIXELS_PER_THREAD = 8
 # Persons whose block keys sit in shared memory at a time.
 _PERSON_CHUNK = 64
-_INSTALL = "pip install 'hrnet-deploy[gpu]' (numba-cuda, cuda-python)"
+_INSTALL = ("pip install 'hrnet-deploy[gpu]' (CUDA 13 drivers) or 'hrnet-deploy[gpu-cu12]' (CUDA 12, "
+            "JetPack 6)")
+# Where compiled kernels are kept between processes (one folder per source and numba-cuda version).
+KERNEL_CACHE_ENV = "HRNET_DEPLOY_KERNEL_CACHE"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,6 +134,19 @@ def _mul32_rn(a, b):
 
 def _mul64_rn(a, b):
     return libdevice.dmul_rn(a, b)
+
+
+_TWO23 = np.float32(8388608.0)
+
+
+def _refine_score32(h, t0, t1, p0, p1):
+    """``grouping._refine_score`` in float32 only (see the module docstring for why it is equal)."""
+    d0 = np.float32(t0 - p0)
+    d1 = np.float32(t1 - p1)
+    dist = np.float32(math.sqrt(np.float32(_mul32(d0, d0) + _mul32(d1, d1))))
+    if dist < _TWO23:
+        dist = np.float32(np.float32(dist + _TWO23) - _TWO23)
+    return np.float32(h - dist)
 
 
 def _float_bits_libdevice(x):
@@ -261,15 +301,16 @@ def _build() -> types.SimpleNamespace:
     return _device_build(*import_cuda())
 
 
-def _device_build(cuda, simulator: bool) -> types.SimpleNamespace:
+def _device_build(cuda, simulator: bool, disk_cache: bool = True) -> types.SimpleNamespace:
     """Cores of runtime.grouping and the kernels above, as ``numba.cuda.jit`` dispatchers.
 
     Nothing is compiled here: numba-cuda compiles each kernel (and the device functions it
-    calls) for the argument types and the current GPU at its first launch.
+    calls) for the argument types and the current GPU at its first launch, or loads it from the
+    on-disk cache (``kernel_cache_dir()``) that the first compile wrote.
     """
     namespace = dict(vars(grouping))
-    namespace.update(cuda=cuda, _KEY_NONE=_KEY_NONE, _LOW32=_LOW32, _HIGH32=_HIGH32,
-                     _PIXELS_PER_THREAD=_PIXELS_PER_THREAD, _PERSON_CHUNK=_PERSON_CHUNK)
+    namespace.update(cuda=cuda, _KEY_NONE=_KEY_NONE, _LOW32=_LOW32, _HIGH32=_HIGH32, _TWO23=_TWO23,
+                     _PIXELS_PER_THREAD=_PIXELS_PER_THREAD, _PERSON_CHUNK=_PERSON_CHUNK, math=math)
     device = cuda.jit(device=True)
     if simulator:
         primitives = {"_float_bits": _float_bits_numpy}
@@ -281,17 +322,175 @@ def _device_build(cuda, simulator: bool) -> types.SimpleNamespace:
                       "_float_bits": _float_bits_libdevice}
     for name, fn in primitives.items():
         namespace[name] = device(grouping._clone(fn, namespace))
-    names = tuple(name for name in grouping._CORE_NAMES if name not in primitives)
+    # the float32 refine score, compiled before the cores that call it
+    namespace["_refine_score"] = device(grouping._clone(_refine_score32, namespace))
+    names = tuple(name for name in grouping._CORE_NAMES if name not in primitives and name != "_refine_score")
     grouping.compile_cores(device, names, namespace)
     for fn in (_score_key, _key_pixel):
         namespace[fn.__name__] = device(grouping._clone(fn, namespace))
     kernels = {name: cuda.jit(grouping._clone(fn, namespace))
                for name, fn in (("group", _group_kernel), ("person", _person_kernel),
                                 ("search", _search_kernel), ("write", _write_kernel))}
+    if not simulator and disk_cache:
+        for kernel in kernels.values():
+            _cache_on_disk(kernel)
     from numba.cuda.cudadrv import devicearray
 
     return types.SimpleNamespace(cuda=cuda, simulator=simulator, namespace=namespace,
                                  is_device_array=devicearray.is_cuda_ndarray, **kernels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels cached on disk
+# ---------------------------------------------------------------------------------------------
+
+
+def kernel_cache_root() -> Path:
+    """``$HRNET_DEPLOY_KERNEL_CACHE``, else ``~/.cache/hrnet-deploy/kernels``."""
+    root = os.environ.get(KERNEL_CACHE_ENV)
+    return Path(root) if root else Path.home() / ".cache" / "hrnet-deploy" / "kernels"
+
+
+def kernel_source_key() -> str:
+    """sha256 of what the kernels are compiled from: this file, runtime/grouping.py (whose cores
+    the kernels inline) and the numba-cuda version.  numba's own cache index adds the argument
+    types, the compute capability and the CUDA runtime version; its file stamp alone would miss an
+    edit of runtime/grouping.py, hence this key in the folder name and as the stamp."""
+    import importlib.metadata
+
+    digest = hashlib.sha256()
+    for path in (Path(__file__), Path(grouping.__file__)):
+        digest.update(path.read_bytes())
+    try:
+        digest.update(importlib.metadata.version("numba-cuda").encode())
+    except importlib.metadata.PackageNotFoundError:
+        digest.update(b"numba-cuda absent")
+    return digest.hexdigest()
+
+
+def kernel_cache_dir() -> Path:
+    return kernel_cache_root() / kernel_source_key()[:24]
+
+
+@functools.cache
+def _cache_class():
+    """A numba-cuda ``CUDACache`` whose files live in ``kernel_cache_dir()`` (not beside the
+    source, which may be read-only) and whose stamp is ``kernel_source_key()``."""
+    from numba.cuda.core.caching import _CacheLocator
+    from numba.cuda.dispatcher import CUDACache, CUDACacheImpl
+
+    class KernelLocator(_CacheLocator):
+        def __init__(self, py_func, py_file):
+            self._lineno = py_func.__code__.co_firstlineno
+            self._path = str(kernel_cache_dir())
+            self._stamp = kernel_source_key()
+
+        def get_cache_path(self):
+            return self._path
+
+        def get_source_stamp(self):
+            return self._stamp
+
+        def get_disambiguator(self):
+            return str(self._lineno)
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            return cls(py_func, py_file)
+
+    class KernelCacheImpl(CUDACacheImpl):
+        _locator_classes = [KernelLocator]
+
+    class KernelCache(CUDACache):
+        _impl_class = KernelCacheImpl
+
+    return KernelCache
+
+
+def _cache_on_disk(kernel) -> None:
+    """Give one kernel dispatcher the on-disk cache: a later process loads it instead of compiling
+    (about 15 s for the four kernels).  Where the cache folder cannot be written, kernels are
+    compiled per process as before."""
+    try:
+        kernel_cache_dir().mkdir(parents=True, exist_ok=True)
+        kernel._cache = _cache_class()(kernel.py_func)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The probe: is CUDA usable for these kernels, and if not, what exactly is missing
+# ---------------------------------------------------------------------------------------------
+
+
+def _package_major(*names: str) -> int | None:
+    import importlib.metadata
+
+    for name in names:
+        try:
+            return int(importlib.metadata.version(name).split(".")[0])
+        except (importlib.metadata.PackageNotFoundError, ValueError):
+            continue
+    return None
+
+
+def check_cuda_majors(driver: tuple[int, int] | None, toolkit_major: int | None) -> None:
+    """A UserError when the installed CUDA wheels (cuda-bindings, NVRTC) are for a newer CUDA
+    major than the driver runs: CUDA 13 wheels need a CUDA 13 driver (>= 580)."""
+    if driver is None or toolkit_major is None or driver[0] >= toolkit_major:
+        return
+    extra = "gpu-cu12" if driver[0] == 12 else "gpu"
+    raise UserError(f"the NVIDIA driver supports CUDA {driver[0]}.{driver[1]}, but the installed numba-cuda "
+                    f"wheels are for CUDA {toolkit_major}: pip install 'hrnet-deploy[{extra}]' (or upgrade "
+                    f"the driver)")
+
+
+def explain_cuda_failure(exc: BaseException) -> str:
+    """One line naming what a failed kernel compile or launch lacks, and the extra that installs it."""
+    text = " ".join(str(exc).split())[:200]
+    kind = type(exc).__name__
+    lowered = f"{kind} {text}".lower()
+    if "nvrtc" in lowered:
+        what = "NVRTC (libnvrtc) is not installed, so the CUDA kernels cannot be compiled"
+    elif "nvvm" in lowered:
+        what = "libNVVM is not installed, so the CUDA kernels cannot be compiled"
+    elif "nvjitlink" in lowered:
+        what = "nvJitLink is not installed, so the CUDA kernels cannot be linked"
+    elif "driver" in lowered or "cuinit" in lowered or "libcuda" in lowered:
+        what = "the NVIDIA driver is missing or cannot start"
+    elif "ptx" in lowered and ("version" in lowered or "unsupported" in lowered):
+        what = "the driver is older than the CUDA major the kernels were compiled with"
+    else:
+        what = "a CUDA kernel could not be compiled or run"
+    return f"{what} ({kind}: {text}): {_INSTALL}"
+
+
+def probe() -> None:
+    """Load every kernel (from the disk cache, else compile) and run one tiny decode.
+
+    Called when a GPU backend opens, so a box without a usable driver, NVRTC/NVVM or with wheels
+    for the wrong CUDA major fails at once with one line, not with a traceback at the first
+    image.  A no-op under the simulator.
+    """
+    dev = _build()
+    if dev.simulator:
+        return
+    try:
+        from numba.cuda.cudadrv import driver
+
+        check_cuda_majors(driver.get_version(), _package_major("cuda-bindings"))
+        decoder = DeviceDecoder()
+        cand = np.zeros((NUM_JOINTS, 1, 5), np.float32)
+        cand[0, 0] = (1.0, 1.0, 0.5, 0.0, 0.0)  # one person, one joint: refine searches a 4x4 map
+        heatmap = np.zeros((NUM_JOINTS, 4, 4), np.float32)
+        persons, _ = decoder.decode(cand, heatmap, np.zeros(heatmap.shape + (2,), np.float32))
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - numba-cuda, cuda-bindings and pathfinder raise many types
+        raise UserError(explain_cuda_failure(exc)) from None
+    if persons.shape != (1, NUM_JOINTS, 5):
+        raise UserError(f"the CUDA probe decoded {persons.shape[0]} persons from one candidate (expected 1): "
+                        f"the GPU or its driver computes wrongly; {_INSTALL}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,6 +684,29 @@ class DeviceDecoder:
             return None
         work = self._launch_group(cand, detection_threshold, tag_threshold)
         return work, self._launch_refine(work.persons, work.count, heat, tag)
+
+    def launch_host_grouped(self, candidates, heatmap, tags, detection_threshold: float = 0.1,
+                            tag_threshold: float = 1.0):
+        """``launch`` with grouping on the host (``--grouping host``): only the candidates
+        (17 x K x 5 float32, about 10 KB) come to the host, ``grouping.group`` (njit) groups them,
+        the persons go back up and score + refine run on the device on the maps where they lie.
+        Grouping is sequential: one CPU core runs it far faster than one GPU thread."""
+        heat, tag = self._maps(heatmap, tags)
+        if self._dev.is_device_array(candidates) or hasattr(candidates, "__cuda_array_interface__"):
+            cand = self._candidates(candidates).copy_to_host(stream=self.stream)
+            self._synchronize()
+        else:
+            cand = np.ascontiguousarray(candidates, dtype=np.float32)
+            if cand.ndim != 3 or cand.shape[0] != NUM_JOINTS or cand.shape[2] != 5:
+                raise ValueError(f"group: candidates must be [17, K, 5], got shape {cand.shape}")
+        persons = grouping.group(cand, detection_threshold, tag_threshold)
+        if len(persons) == 0:
+            return None
+        cuda, stream = self._cuda, self.stream
+        on_device = cuda.to_device(persons, stream=stream)
+        count = cuda.to_device(np.array([len(persons)], np.int64), stream=stream)
+        refined = self._launch_refine(on_device, count, heat, tag)
+        return types.SimpleNamespace(persons=on_device, count=count), refined
 
     def collect(self, job) -> tuple[np.ndarray, np.ndarray]:
         """The people of a launched job on the host: ``(persons [P, 17, 5], scores [P])``."""

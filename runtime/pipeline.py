@@ -4,8 +4,10 @@ host: read → geometry + warp (SPEC §4, §11) → backend runs the DecodeGraph
 (SPEC §7–8, numba) → back to image pixels (SPEC §9).
 
 With a GPU backend (one that has a ``device_io``: TensorRT, ONNX Runtime CUDA) the outputs stay on
-the device and grouping + refine run there (``runtime.cuda_grouping``) on the backend's stream;
-only the people are copied back.
+the device. ``grouping="host"`` (the default) copies back only the candidates (≈10 KB per image),
+groups them with the njit build and runs score + refine on the device on the maps in place;
+``grouping="device"`` runs grouping there too, on one GPU thread (``runtime.cuda_grouping``). Both
+give the people of the CPU path, bit for bit; only the people come back.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends import Backend
+from runtime.errors import UserError
 from runtime.grouping import decode_people
 from runtime.preprocess import Prepared, prepare, read_image
 from runtime.results import Person, people_in_image
@@ -37,15 +40,28 @@ class StageTimes:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+GROUPINGS = ("host", "device")
+
+
 @dataclass
 class PoseEstimator:
-    """Runs one backend with the decode parameters its model file carries."""
+    """Runs one backend with the decode parameters its model file carries.
+
+    ``grouping``: where a GPU backend groups the candidates, ``"host"`` (njit; refine stays on the
+    device) or ``"device"`` (one GPU thread). CPU backends always group on the host.
+    """
 
     backend: Backend
     times: StageTimes = field(default_factory=StageTimes)
+    grouping: str = "host"
     decoder: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.grouping not in GROUPINGS:
+            raise UserError(f"grouping {self.grouping!r}: use host or device")
+        if self.grouping == "device" and self.backend.device_io is None:
+            raise UserError(f"--grouping device needs a GPU backend (--device cuda or a TensorRT plan); "
+                            f"{self.backend.name} keeps its outputs on the host")
         if self.backend.device_io is not None:
             from runtime.cuda_grouping import DeviceDecoder
 
@@ -114,8 +130,9 @@ class PoseEstimator:
         found = []
         for position in range(len(batch)):
             began = time.perf_counter()
-            job = self.decoder.launch(outputs["candidates"][position], outputs["heatmap"][position],
-                                      outputs["tags"][position], decode.detection_threshold, decode.tag_threshold)
+            launch = self.decoder.launch if self.grouping == "device" else self.decoder.launch_host_grouped
+            job = launch(outputs["candidates"][position], outputs["heatmap"][position], outputs["tags"][position],
+                         decode.detection_threshold, decode.tag_threshold)
             self.decoder.synchronize()
             launched = time.perf_counter()
             found.append(self.decoder.collect(job))

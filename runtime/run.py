@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the model runs: cpu, or cuda (an .onnx --engine needs onnxruntime-gpu, the PyTorch "
                              "reference a CUDA torch); a .plan always runs on the GPU (default: cpu)")
+    engine.add_argument("--grouping", choices=("host", "device"), default="host",
+                        help="where a GPU backend groups people: host (only the ~10 KB of candidates come back, "
+                             "grouped on a CPU core; refine runs on the GPU on the maps in place) or device (all on "
+                             "the GPU, grouping on one GPU thread); identical people (default: host)")
     model = parser.add_argument_group("PyTorch reference (when no --engine is given)")
     model.add_argument("--arch", choices=ARCHS, default="w32", help="network width (default: w32)")
     model.add_argument("--input-size", type=int, choices=INPUT_SIZES, default=512,
@@ -77,9 +81,15 @@ def open_estimator(args: argparse.Namespace):
     from runtime.pipeline import PoseEstimator
 
     if args.engine:
-        return PoseEstimator(open_backend(args.engine, device=args.device))
-    return PoseEstimator(open_torch(args.arch, args.checkpoint, args.input_size, check_scales(args.scales),
-                                    device=args.device))
+        backend = open_backend(args.engine, device=args.device)
+    else:
+        backend = open_torch(args.arch, args.checkpoint, args.input_size, check_scales(args.scales),
+                             device=args.device)
+    try:
+        return PoseEstimator(backend, grouping=args.grouping)
+    except BaseException:
+        backend.close()
+        raise
 
 
 def describe(estimator) -> str:
@@ -197,6 +207,10 @@ def run(args: argparse.Namespace) -> int:
     images_done = estimator.times.images
     print(f"wrote {len(results)} people from {images_done} images to {args.out} ({elapsed:.1f} s, "
           f"{images_done / elapsed:.2f} images/s)" + (f"; pictures in {args.draw}" if args.draw else ""))
+    device_io = estimator.backend.device_io
+    note = device_io.eviction_note(images_done) if device_io is not None else None
+    if note:
+        print(note)
     return 0
 
 

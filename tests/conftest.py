@@ -12,6 +12,17 @@ GOLDEN = SHARED / "golden"
 MINI = SHARED / "data" / "coco_val2017_mini"
 
 
+# (title, lines) that tests want shown at the end of the run, e.g. registers per CUDA kernel.
+TERMINAL_REPORT: list[tuple[str, list[str]]] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    for title, lines in TERMINAL_REPORT:
+        terminalreporter.section(title)
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 def cuda_device() -> str | None:
     """Why GPU tests cannot run here, or None when a CUDA device is present."""
     if not Path("/dev/nvidiactl").exists():

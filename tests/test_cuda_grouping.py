@@ -86,16 +86,42 @@ def test_simulator_pipeline_device_path_matches_host():
     assert result["images"] >= 6 and result["people"] > 0
 
 
-def test_kernels_compile_without_fma():
-    """Every kernel compiles to PTX for sm_90 (libNVVM only, no GPU) and the PTX holds no fused
-    multiply-add, flush-to-zero or approximate instruction; without the ``_mul32``/``_mul64``
-    swap NVVM would fuse (checked too, so the test cannot pass vacuously)."""
+def test_simulator_mini_set_both_groupings_match_cpu_path():
+    """--grouping host and device through PoseEstimator on 13 mini-set images (GT-rendered
+    outputs) give the CPU path's people bit for bit.  Mutation tried: launch_host_grouped
+    skipping the refine launch (persons copied back unrefined) fails here."""
+    need(MINI / "images")
+    pytest.importorskip("torch")  # the rendered outputs go through the torch decode
+    result = run_suite("mini")
+    assert result["images"] >= 13 and result["people"] > 0 and result["refined"] > 0
+
+
+def test_kernels_compile_and_link_without_fma_or_spills(request):
+    """Every kernel compiles to PTX (libNVVM only, no GPU) and links to sm_87 (Orin), sm_89 and
+    sm_90 machine code (nvJitLink): the PTX holds no fused multiply-add, flush-to-zero or
+    approximate instruction, and no kernel spills to local memory.  Registers per kernel and
+    architecture are printed at the end of the pytest run.  The control build with plain
+    products does fuse (so the fma check cannot pass vacuously).  In CI (``CI`` set) the numba-cuda
+    that the dev extra installs must be there: a skip there is a failure."""
     result = run_suite("ptx", simulator=False)
     if "skip" in result:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must compile the CUDA kernels: {result['skip']}")
         pytest.skip(result["skip"])
     for name, counts in result["kernels"].items():
         assert counts == {"fma.": 0, ".ftz": 0, ".approx": 0}, (name, counts)
     assert result["plain_products_fma"] > 0
+    lines = []
+    for name, per_arch in result["sass"].items():
+        assert sorted(per_arch) == ["sm_87", "sm_89", "sm_90"], name
+        for arch, info in per_arch.items():
+            assert info["spill_stores"] == 0 and info["spill_loads"] == 0, (name, arch, info)
+            assert 0 < info["registers"] <= 255, (name, arch, info)
+            lines.append(f"{name:>7} {arch}: {info['registers']:3d} registers, stack {info['stack']} B, "
+                         f"spills 0, cubin {info['cubin_bytes']} B")
+    from tests.conftest import TERMINAL_REPORT
+
+    TERMINAL_REPORT.append(("CUDA kernels (PTX from numba-cuda, linked with nvJitLink, no GPU)", lines))
 
 
 def test_user_error_without_cuda():
@@ -393,43 +419,137 @@ class _MapsBackend:
 
 def suite_pipeline() -> dict:
     """PoseEstimator with a backend that keeps its outputs on the device (simulated) gives the
-    people of the host path, image by image and in a batch."""
+    people of the host path, image by image and in a batch, with grouping on the host (the
+    default: candidates copied back, refine on the device) and on the device."""
     from runtime.backends.device import DeviceIO
     from runtime.pipeline import PoseEstimator
 
     images = [np.full((48 + 8 * i, 64, 3), 10 * i, np.uint8) for i in range(3)] * 2
-    device_backend = _MapsBackend(DeviceIO(0), seed=900_000)
-    host_backend = _MapsBackend(None, seed=900_000)
-    device_path, host_path = PoseEstimator(device_backend), PoseEstimator(host_backend)
-    assert device_path.decoder is not None and host_path.decoder is None
-    people = 0
-    got_all = device_path.batch(images) + [device_path(images[0])]
+    host_path = PoseEstimator(_MapsBackend(None, seed=900_000))
+    assert host_path.decoder is None
     expected_all = host_path.batch(images) + [host_path(images[0])]
-    device_backend.max_batch = host_backend.max_batch = 1  # a TensorRT profile's limit: pairs run one by one
-    got_all += device_path.batch(images)
+    host_path.backend.max_batch = 1
     expected_all += host_path.batch(images)
-    for got, expected in zip(got_all, expected_all, strict=True):
-        assert len(got) == len(expected), "pipeline: person count"
-        for a, b in zip(got, expected):
-            assert same_bits(a.keypoints, b.keypoints) and a.score == b.score, "pipeline: person"
-        people += len(got)
-    times = device_path.times
-    assert times.images == 2 * len(images) + 1 and min(times.upload, times.graph, times.group_refine,
-                                                       times.download) >= 0
-    # one buffer set per input shape: 3 pairs, 3 single images (one of them also run alone before)
-    assert sorted(key[0][1][0] for key in device_backend.device_io.slots) == [1, 1, 1, 2, 2, 2]
-    return {"images": len(got_all), "people": people}
+    people = 0
+    for grouping in ("host", "device"):
+        host_path.backend.calls = 0
+        device_backend = _MapsBackend(DeviceIO(0), seed=900_000)
+        device_path = PoseEstimator(device_backend, grouping=grouping)
+        assert device_path.decoder is not None
+        got_all = device_path.batch(images)
+        if grouping == "host":  # the other entry points once (the device grouping's kernel is the same)
+            got_all += [device_path(images[0])]
+            device_backend.max_batch = 1  # a TensorRT profile's limit: pairs run one by one
+            got_all += device_path.batch(images)
+        for got, expected in zip(got_all, expected_all[:len(got_all)], strict=True):
+            assert len(got) == len(expected), f"pipeline ({grouping} grouping): person count"
+            for a, b in zip(got, expected):
+                assert same_bits(a.keypoints, b.keypoints) and a.score == b.score, f"pipeline ({grouping}): person"
+            people += len(got)
+        if grouping == "host":
+            times = device_path.times
+            assert times.images == 2 * len(images) + 1 and min(times.upload, times.graph, times.group_refine,
+                                                               times.download) >= 0
+            # one buffer set per input shape: 3 pairs, 3 single images (one of them also run alone before)
+            assert sorted(key[0][1][0] for key in device_backend.device_io.slots) == [1, 1, 1, 2, 2, 2]
+    return {"images": len(expected_all), "people": people}
+
+
+class _RenderedBackend(_MapsBackend):
+    """A stand-in GPU backend whose outputs are the mini set's GT-rendered network outputs through
+    the torch decode, one image per run (max_batch 1), in the order the images are given."""
+
+    max_batch = 1
+
+    def __init__(self, device_io, outputs: list[dict], input_size: int) -> None:
+        from runtime.backends.base import io_specs
+        from runtime.metadata import ModelMetadata
+
+        self.metadata = ModelMetadata("w32", input_size)
+        self.inputs, self.outputs = io_specs(self.metadata)
+        self.device_io, self.queue = device_io, list(outputs)
+
+    def run(self, feed):
+        return self.queue.pop(0)
+
+
+MINI_IMAGES = 13
+MINI_INPUT_SIZE = 32  # small maps (32 x 64 and up): the simulator runs each CUDA thread as a Python thread
+MINI_THREADS = 32
+
+
+def suite_mini() -> dict:
+    """13 mini-set images through PoseEstimator: GT-rendered outputs (input size 32) left "on the
+    device" (simulator), grouped on the host and on the device: the people of the CPU path."""
+    from benchmarks.coco import CocoSet, rendered_decode
+    from runtime.backends.device import DeviceIO
+    from runtime.pipeline import PoseEstimator
+    from runtime.preprocess import read_image
+
+    mini = CocoSet.open(MINI / "images", MINI / "person_keypoints.json")
+    annotations = mini.annotations()
+    chosen = [image for image in mini.images if annotations.get(image.id)][:int(os.environ.get("MINI_IMAGES",
+                                                                                             MINI_IMAGES))]
+    outputs = [rendered_decode(image, annotations[image.id], MINI_INPUT_SIZE) for image in chosen]
+    pictures = [read_image(image.path) for image in chosen]
+    cpu = PoseEstimator(_RenderedBackend(None, outputs, MINI_INPUT_SIZE))
+    expected = [cpu(picture) for picture in pictures]
+    people = refined = 0
+    for grouping in ("host", "device"):
+        gpu = PoseEstimator(_RenderedBackend(DeviceIO(0), outputs, MINI_INPUT_SIZE), grouping=grouping)
+        gpu.decoder.threads = MINI_THREADS
+        for image, picture, want in zip(chosen, pictures, expected, strict=True):
+            got = gpu(picture)
+            assert len(got) == len(want), f"mini ({grouping}): {image.path.name}: {len(got)} != {len(want)} people"
+            for index, (a, b) in enumerate(zip(got, want)):
+                assert same_bits(a.keypoints, b.keypoints) and a.score == b.score, \
+                    f"mini ({grouping}): {image.path.name}: person {index}"
+            people += len(got)
+    for out in outputs:
+        from runtime import grouping as host
+
+        refined += int((host.decode_people(out["candidates"][0], out["heatmap"][0], out["tags"][0])[0][:, :, 2] > 0).sum()
+                       - (host.group(out["candidates"][0])[:, :, 2] > 0).sum())
+    return {"images": len(chosen), "people": people, "refined": refined}
+
+
+SASS_ARCHS = ("sm_87", "sm_89", "sm_90")
+
+
+def _link_info(ptx: str, arch: str) -> dict:
+    """Link one kernel's PTX to ``arch`` machine code with nvJitLink (cuda.core's Linker; no GPU
+    needed) and read registers, stack and spills from ptxas' verbose log."""
+    import re
+
+    from cuda.core import Linker, LinkerOptions, ObjectCode
+
+    linker = Linker(ObjectCode.from_ptx(ptx.encode()), options=LinkerOptions(arch=arch, verbose=True))
+    try:
+        cubin = linker.link("cubin")
+        log = linker.get_info_log()
+    finally:
+        linker.close()
+
+    def number(pattern):
+        found = re.search(pattern, log)
+        assert found, f"{arch}: no {pattern!r} in the linker's log:\n{log}"
+        return int(found.group(1))
+
+    return {"registers": number(r"Used (\d+) registers"), "stack": number(r"(\d+) bytes stack frame"),
+            "spill_stores": number(r"(\d+) bytes spill stores"), "spill_loads": number(r"(\d+) bytes spill loads"),
+            "cubin_bytes": len(cubin.code)}
 
 
 def suite_ptx() -> dict:
-    """Compile each kernel to PTX for sm_90 without a GPU and count the instructions that
-    would break bit parity.  numba-cuda asks the current device for its compute capability
-    when it compiles device functions; with no GPU here that question is answered with (9, 0)."""
+    """Compile each kernel to PTX for compute capability 8.7 without a GPU, count the
+    instructions that would break bit parity, and link the PTX to machine code for every
+    architecture of SASS_ARCHS.  numba-cuda asks the current device for its compute capability
+    when it compiles device functions; with no GPU here that question is answered with (8, 7)."""
     import importlib.util
 
     if importlib.util.find_spec("numba_cuda") is None:
-        return {"skip": "numba-cuda is not installed (pip install 'hrnet-deploy[gpu]'); numba's own, older "
-                        "CUDA target is not what the gpu extra ships"}
+        return {"skip": "numba-cuda is not installed (pip install 'hrnet-deploy[dev]' or '[gpu]'); numba's own, "
+                        "older CUDA target is not what the gpu extra ships"}
     import numba
     from numba import cuda
 
@@ -437,7 +557,7 @@ def suite_ptx() -> dict:
         x[0] = 1.0
 
     try:
-        cuda.compile_ptx(probe, (numba.float32[::1],), cc=(9, 0))
+        cuda.compile_ptx(probe, (numba.float32[::1],), cc=(8, 7))
     except Exception as exc:  # no libNVVM / NVRTC
         return {"skip": f"cannot compile CUDA here ({type(exc).__name__}: {str(exc)[:120]}); "
                         "pip install 'numba-cuda[cu13]' brings libNVVM and NVRTC"}
@@ -445,7 +565,7 @@ def suite_ptx() -> dict:
 
     from numba.cuda import dispatcher
 
-    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(8, 7))
     from runtime import cuda_grouping, grouping
 
     k, p, h, w = 30, 510, 24, 32
@@ -466,17 +586,19 @@ def suite_ptx() -> dict:
     }
 
     def compile_all(build):
-        found = {}
-        for name, signature in signatures.items():
-            ptx, _ = cuda.compile_ptx(getattr(build, name).py_func, signature, cc=(9, 0))
-            found[name] = {bad: ptx.count(bad) for bad in ("fma.", ".ftz", ".approx")}
-        return found
+        return {name: cuda.compile_ptx(getattr(build, name).py_func, signature, cc=(8, 7))[0]
+                for name, signature in signatures.items()}
 
-    kernels = compile_all(cuda_grouping._device_build(cuda, False))
+    def bad_counts(ptx):
+        return {bad: ptx.count(bad) for bad in ("fma.", ".ftz", ".approx")}
+
+    ptx = compile_all(cuda_grouping._device_build(cuda, False, disk_cache=False))
+    sass = {name: {arch: _link_info(code, arch) for arch in SASS_ARCHS} for name, code in ptx.items()}
     # The control: the same build with plain products (what NVVM fuses).
     cuda_grouping._mul32_rn, cuda_grouping._mul64_rn = grouping._mul32, grouping._mul64
-    plain = compile_all(cuda_grouping._device_build(cuda, False))
-    return {"kernels": kernels, "plain_products_fma": sum(c["fma."] for c in plain.values())}
+    plain = compile_all(cuda_grouping._device_build(cuda, False, disk_cache=False))
+    return {"kernels": {name: bad_counts(code) for name, code in ptx.items()}, "sass": sass,
+            "plain_products_fma": sum(bad_counts(code)["fma."] for code in plain.values())}
 
 
 def first_difference(got: np.ndarray, expected: np.ndarray):
@@ -490,7 +612,7 @@ def first_difference(got: np.ndarray, expected: np.ndarray):
 
 
 SUITES = {"group": suite_group, "decode": suite_decode, "ties": suite_ties, "api": suite_api,
-          "pipeline": suite_pipeline, "ptx": suite_ptx}
+          "pipeline": suite_pipeline, "mini": suite_mini, "ptx": suite_ptx}
 
 
 if __name__ == "__main__":

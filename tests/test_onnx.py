@@ -530,11 +530,28 @@ def _cuda_backends(path: Path):
 
 
 @pytest.mark.gpu
-def test_cuda_ep_runs_whole_graph_with_cuda_graphs(exported):
-    """Every node of the DecodeGraph placed on the CUDA EP: ONNX Runtime accepts CUDA graphs only then."""
+def test_cuda_graphs_captured_and_replayed_give_the_first_runs_outputs(exported):
+    """Every node of the DecodeGraph on the CUDA EP, so ONNX Runtime accepts CUDA graphs; then the
+    graph is captured and replayed: each replay's outputs equal the first run's bit for bit, a
+    second image of the same size in between gives its own outputs (the replay reads the bound
+    input buffer, not what was there at capture), and the first image afterwards its own again.
+    The outputs of the same feed through a session without graphs are the reference."""
+    from runtime.backends.onnx_backend import OnnxBackend
+
     ort_cuda, torch_cuda = _cuda_backends(exported[0])
-    with ort_cuda, torch_cuda:
+    with ort_cuda, torch_cuda, OnnxBackend(exported[0], device="cuda", cuda_graph=False) as plain:
         assert ort_cuda.cuda_graph, f"CUDA graphs refused: {ort_cuda.cuda_graph_refused}"
+        first = exporter.prepared_feed(torch_cuda.metadata, IMAGES[0])
+        second = {key: np.ascontiguousarray(value[:, :, ::-1]) for key, value in first.items()}  # same shape
+        expected = plain.run(first)
+        runs = [ort_cuda.run(first) for _ in range(4)]  # warm-up, capture, replays
+        between = ort_cuda.run(second)
+        after = ort_cuda.run(first)
+        for index, outputs in enumerate(runs + [after]):
+            for key, value in expected.items():
+                assert np.array_equal(outputs[key], value), f"run {index}: {key} differs from the run without graphs"
+        assert not np.array_equal(between["heatmap"], expected["heatmap"]), "replay ignored the new input"
+        assert np.array_equal(between["heatmap"], plain.run(second)["heatmap"])
 
 
 @pytest.mark.gpu

@@ -402,20 +402,26 @@ def test_gpu_engine_matches_onnxruntime_cpu(engine, trt_backend):
 
 @pytest.mark.gpu
 def test_gpu_device_grouping_equals_host_grouping(trt_backend):
-    """PoseEstimator on the TensorRT backend groups on the device; the host build on the very outputs
-    the engine left in its buffers must give the same people, bit for bit."""
+    """PoseEstimator on the TensorRT backend, grouping on the host (refine on the device) and on the
+    device; the host build on the very outputs the engine left in its buffers must give the same
+    people, bit for bit."""
     from runtime.grouping import decode_people
     from runtime.pipeline import PoseEstimator
     from runtime.preprocess import read_image
     from runtime.results import people_in_image
 
-    estimator = PoseEstimator(trt_backend)
-    assert estimator.decoder is not None
     image = read_image(_image_path())
+    for grouping in ("host", "device"):
+        estimator = PoseEstimator(trt_backend, grouping=grouping)
+        assert estimator.decoder is not None
+        _check_people_equal_host(estimator, trt_backend, image, decode_people, people_in_image)
+
+
+def _check_people_equal_host(estimator, trt_backend, image, decode_people, people_in_image):
     device_people = estimator.batch([image])[0]
     prepared = estimator.prepare(image)
     feed = {name: array[None] for name, array in zip(trt_backend.metadata.input_names, prepared.inputs)}
-    outputs = trt_backend.device_io.download(trt_backend._slot(feed))
+    outputs = trt_backend.device_io.download(trt_backend.device_slot(feed))
     decode = trt_backend.metadata.decode
     persons, scores = decode_people(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0],
                                     decode.detection_threshold, decode.tag_threshold)
@@ -437,10 +443,21 @@ def test_gpu_input_outside_the_profile_is_a_user_error(trt_backend):
 
 @pytest.mark.gpu
 def test_gpu_runtime_cli_runs_a_plan(engine, tmp_path):
+    """``runtime.run --engine x.plan`` writes the people ONNX Runtime finds in the same image from the
+    ONNX file the plan was built from: as many, each within the golden tolerance (FP32 engine vs
+    FP32 ONNX Runtime on the CPU differ by float reassociation only), and at least one."""
     from runtime import run as cli
 
-    out = tmp_path / "people.json"
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = cli.main(["--engine", str(engine[1]), "--image", str(_image_path()), "--out", str(out),
-                         "--batch", str(GPU_MAX_BATCH)])
-    assert code == 0 and isinstance(json.loads(out.read_text()), list)
+    results = {}
+    for kind, path in (("plan", engine[1]), ("onnx", engine[0])):
+        out = tmp_path / f"{kind}.json"
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = cli.main(["--engine", str(path), "--image", str(_image_path()), "--out", str(out),
+                             "--batch", str(GPU_MAX_BATCH)])
+        assert code == 0, kind
+        results[kind] = json.loads(out.read_text())
+    plan, onnx = results["plan"], results["onnx"]
+    assert len(plan) == len(onnx) > 0
+    for index, (a, b) in enumerate(zip(plan, onnx)):
+        assert np.abs(np.subtract(a["keypoints"], b["keypoints"])).max() <= 1e-3, f"person {index}"
+        assert abs(a["score"] - b["score"]) <= 1e-4, f"person {index}"

@@ -47,6 +47,32 @@ def _parse_device(device: str) -> tuple[str, int]:
     return kind, int(index or 0)
 
 
+def open_with_cuda_graphs(ort, path: str, options, cuda_options: dict) -> tuple[object | None, str | None]:
+    """``(session, None)`` with CUDA graphs on ``cuda_options``' user stream, or ``(None, why not)``.
+
+    A refusal is seen either as an exception (every compute node must be on the CUDA EP; CUDA plugin
+    EP builds before onnxruntime PR #29221 reject ``user_compute_stream`` with ``enable_cuda_graph``)
+    or as a session that silently fell back: onnxruntime's Python layer retries a failed provider
+    on the CPU, so the session's own providers and CUDA options are checked too (``enable_fallback=0``
+    asks it not to retry, where the version knows that keyword).
+    """
+    wanted = {**cuda_options, "enable_cuda_graph": "1"}
+    try:
+        session = ort.InferenceSession(path, sess_options=options, providers=[("CUDAExecutionProvider", wanted)],
+                                       enable_fallback=0)
+    except Exception as exc:  # noqa: BLE001 - the plain CUDA session is opened next; it reports other errors
+        text = " ".join(str(exc).split())[:300]
+        if "user_compute_stream" in text or "user compute stream" in text:
+            return None, f"this onnxruntime-gpu's CUDA EP does not take a user stream with CUDA graphs ({text})"
+        return None, text if "graph capture" in text else f"opening with CUDA graphs failed: {text}"
+    if "CUDAExecutionProvider" not in session.get_providers():
+        return None, f"the CUDA EP did not start with CUDA graphs (session fell back to {session.get_providers()})"
+    granted = session.get_provider_options().get("CUDAExecutionProvider", {})
+    if str(granted.get("enable_cuda_graph", "1")) != "1":
+        return None, "the CUDA EP ignored enable_cuda_graph with a user stream (this onnxruntime-gpu build)"
+    return session, None
+
+
 class OnnxBackend(Backend):
     """``OnnxBackend(path, device="cpu")``: an exported ``.onnx`` file in an ONNX Runtime session."""
 
@@ -65,6 +91,7 @@ class OnnxBackend(Backend):
             options.intra_op_num_threads = int(threads)
         self.cuda_graph = False
         self.cuda_graph_refused: str | None = None
+        self._graph_ids = 0
         if self.device == "cpu":
             self.session = self._open(ort, options, ["CPUExecutionProvider"])
         else:
@@ -106,15 +133,10 @@ class OnnxBackend(Backend):
         cuda_options = {"device_id": str(self.device_id), "use_tf32": "0",
                         "user_compute_stream": str(self.device_io.stream_pointer)}
         if cuda_graph:
-            try:
-                self.session = ort.InferenceSession(
-                    str(self.path), sess_options=options,
-                    providers=[("CUDAExecutionProvider", {**cuda_options, "enable_cuda_graph": "1"})])
+            self.session, self.cuda_graph_refused = open_with_cuda_graphs(ort, str(self.path), options, cuda_options)
+            if self.session is not None:
                 self.cuda_graph = True
                 return
-            except Exception as exc:  # noqa: BLE001 - plain CUDA EP below; it reports other errors itself
-                text = " ".join(str(exc).split())[:300]
-                self.cuda_graph_refused = text if "graph capture" in text else f"opening with CUDA graphs failed: {text}"
         self.session = self._open(ort, options, [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"])
 
     def _read_metadata(self) -> ModelMetadata:
@@ -183,9 +205,24 @@ class OnnxBackend(Backend):
                     binding_call(name, "cuda", self.device_id, np.dtype(array.dtype), list(array.shape),
                                  device_pointer(array))
             slot.state["binding"] = binding
-            slot.state["run_options"] = self._run_options(len(io.slots))  # 1, 2, ...: ORT reserves 0
+            # 1, 2, ... (ORT reserves 0), never reused: an evicted shape's id may still name a graph
+            self._graph_ids += 1
+            slot.state["run_options"] = self._run_options(self._graph_ids)
+            slot.state["release"] = self._releaser(self._graph_ids, binding)
         return io.execute(slot, feed, lambda: self.session.run_with_iobinding(slot.state["binding"],
                                                                               slot.state["run_options"]))
+
+    def _releaser(self, graph_id: int, binding):
+        """What an evicted slot frees: its captured CUDA graph (``release_captured_graph``, a no-op in
+        builds without it) and its IO binding."""
+        def release() -> None:
+            release_graph = getattr(self.session, "release_captured_graph", None)
+            if self.cuda_graph and release_graph is not None:
+                release_graph(graph_id)
+            binding.clear_binding_inputs()
+            binding.clear_binding_outputs()
+
+        return release
 
     def _run_options(self, graph_id: int):
         """One captured CUDA graph per input shape: ONNX Runtime keys them by ``gpu_graph_id``."""

@@ -314,6 +314,7 @@ class TrtBackend(Backend):
             slot.state["shapes"] = [(name, tuple(int(d) for d in feed[name].shape)) for name in self.metadata.input_names]
             slot.state["addresses"] = [(name, device_pointer(array))
                                        for group in (slot.inputs, slot.outputs) for name, array in group.items()]
+            slot.state["release"] = lambda: self._unbind(slot)
         if self._bound is slot:
             return
         self._bound = None
@@ -332,6 +333,11 @@ class TrtBackend(Backend):
             if not self.context.set_tensor_address(name, address):
                 raise RuntimeError(f"{self.path}: TensorRT refused the device address of {name!r}")
         self._bound = slot
+
+    def _unbind(self, slot) -> None:
+        """An evicted slot's addresses must not stay set on the context: the next run binds afresh."""
+        if self._bound is slot:
+            self._bound = None
 
     def _run_device(self, feed: dict[str, np.ndarray]) -> dict[str, object]:
         """Upload into this shape's fixed buffers and run (check_feed has checked the profile); the
