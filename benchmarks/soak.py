@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.errors import UserError
+from runtime.errors import Interrupted, UserError
 
 MINI_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_val2017_mini" / "images"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -85,31 +86,43 @@ def run(args: argparse.Namespace) -> int:
 
     backend = open_backend(args.engine, args.device) if args.engine else \
         open_torch(args.arch, "synthetic:0", args.input_size, device=args.device)
+    stopped = None
     with backend:
         estimator = PoseEstimator(backend)
         start_rss = rss_mb()
         samples: list[float] = []
         began = time.perf_counter()
-        for index in range(args.images):
-            estimator.estimate_file(paths[index % len(paths)])
-            samples.append(rss_mb())
-            if (index + 1) % 50 == 0 or index + 1 == args.images:
-                print(f"{index + 1}/{args.images} images, RSS {samples[-1]:.0f} MB "
-                      f"({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
+        try:
+            for index in range(args.images):
+                estimator.estimate_file(paths[index % len(paths)])
+                samples.append(rss_mb())
+                if (index + 1) % 25 == 0 or index + 1 == args.images:
+                    print(f"{index + 1}/{args.images} images, RSS {samples[-1]:.0f} MB "
+                          f"({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
+        except KeyboardInterrupt as stop:  # report what was measured: finished work is not thrown away
+            stopped = stop
+            if len(samples) < args.warmup + 2:
+                raise Interrupted(getattr(stop, "signum", signal.SIGINT),
+                                  f"after {len(samples)} images, too few for a slope; nothing written") from None
         seconds = time.perf_counter() - began
     meta = estimator.metadata
     report = {"model": f"{backend.name}, HigherHRNet-{meta.arch.upper()} input {meta.input_size}, {meta.precision}, "
                        f"weights {meta.checkpoint}",
-              "images": args.images, "distinct_images": len(paths), "warmup": args.warmup, "seconds": seconds,
+              "images": args.images, "images_done": len(samples), "distinct_images": len(paths),
+              "warmup": args.warmup, "seconds": seconds,
               "start_rss_mb": start_rss, "peak_rss_mb": max(samples), "end_rss_mb": samples[-1],
               "after_warmup_rss_mb": samples[args.warmup], "slope_mb_per_1000": slope_per_1000(samples, args.warmup),
               "samples_mb": samples}
-    print(f"{report['model']}: {args.images} images ({len(paths)} distinct, repeated) in {seconds:.0f} s")
+    print(f"{report['model']}: {len(samples)} of {args.images} images ({len(paths)} distinct, repeated) in "
+          f"{seconds:.0f} s")
     print(f"RSS start {start_rss:.0f} MB (model open), after {args.warmup} warm-up images "
           f"{report['after_warmup_rss_mb']:.0f} MB, peak {report['peak_rss_mb']:.0f} MB, end {samples[-1]:.0f} MB; "
           f"slope after warm-up {report['slope_mb_per_1000']:+.1f} MB per 1,000 images")
     if args.json:
         write_atomic(args.json, (json.dumps(report, indent=1) + "\n").encode())
+    if stopped is not None:
+        raise Interrupted(getattr(stopped, "signum", signal.SIGINT),
+                          f"the figures above cover the {len(samples)} images done before it")
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -101,24 +102,31 @@ def open_estimator(args: argparse.Namespace):
 
 
 def check_engine_flags(args: argparse.Namespace, meta) -> None:
-    """With --engine, a PyTorch flag may only repeat what the file holds: a flag that asks for something
+    """With --engine, a PyTorch flag may only repeat what the file holds: one that asks for something
     else is an error saying what the file holds and how to export what was asked."""
-    scales = ",".join(f"{s:g}" for s in meta.decode.scales)
-    given = {"--arch": (args.arch, meta.arch, f"HigherHRNet-{meta.arch.upper()}"),
-             "--input-size": (args.input_size, meta.input_size, f"input size {meta.input_size}"),
-             "--scales": (check_scales(args.scales) if args.scales else None, meta.decode.scales, f"scales {scales}")}
-    for flag, (asked, held, holds) in given.items():
-        if asked is not None and asked != held:
-            value = ",".join(f"{s:g}" for s in asked) if flag == "--scales" else asked
-            arch = args.arch or meta.arch
-            raise UserError(f"{flag} {value}: {args.engine} holds {holds}, and the file decides; drop {flag}, or export "
-                            f"what you asked for: python -m export.onnx --arch {arch} --input-size "
-                            f"{args.input_size or meta.input_size} --scales {','.join(f'{s:g}' for s in (args.scales or meta.decode.scales))}"
-                            + (f" --checkpoint {args.checkpoint}" if args.checkpoint else ""))
-    if args.checkpoint and args.checkpoint != meta.checkpoint:
-        raise UserError(f"--checkpoint {args.checkpoint}: {args.engine} holds the weights {meta.checkpoint}; drop "
-                        f"--checkpoint, or export those weights: python -m export.onnx --arch {meta.arch} --input-size "
-                        f"{meta.input_size} --scales {scales} --checkpoint {args.checkpoint}")
+    held = {"--arch": meta.arch, "--input-size": meta.input_size, "--scales": meta.decode.scales,
+            "--checkpoint": meta.checkpoint}
+    asked = {"--arch": args.arch, "--input-size": args.input_size,
+             "--scales": check_scales(args.scales) if args.scales else None, "--checkpoint": args.checkpoint}
+
+    def differs(flag: str) -> bool:
+        if asked[flag] is None:
+            return False
+        if flag == "--checkpoint":  # the file records a zoo name, file name or synthetic:SEED
+            return not (asked[flag] in held[flag] or Path(asked[flag]).stem in held[flag])
+        return asked[flag] != held[flag]
+
+    def text(flag: str, value) -> str:
+        return ",".join(f"{s:g}" for s in value) if flag == "--scales" else str(value)
+
+    conflicts = [flag for flag in held if differs(flag)]
+    if not conflicts:
+        return
+    flag = conflicts[0]
+    holds = ", ".join(f"{name} {text(name, value)}" for name, value in held.items())
+    command = " ".join(f"{name} {text(name, asked[name] if differs(name) else held[name])}" for name in held)
+    raise UserError(f"{flag} {text(flag, asked[flag])}: {args.engine} was exported with {holds}, and the file "
+                    f"decides; drop {flag}, or export what you asked for: python -m export.onnx {command}")
 
 
 def describe(estimator) -> str:
@@ -278,8 +286,14 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, "--out")
     if args.draw:
         check_output_dir(args.draw, "--draw")
-    estimator = open_estimator(args)
-    print(describe(estimator))
+    opened = []
+
+    def estimator():
+        """The model, opened when the first image has been read (a run of bad images never loads it)."""
+        if not opened:
+            opened.append(open_estimator(args))
+            print(describe(opened[0]))
+        return opened[0]
 
     progress = Progress()
     start = time.perf_counter()
@@ -287,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(total=count or None, unit="img", disable=count < 8 or not sys.stderr.isatty()) as bar:
             process(args, estimator, sources, progress, bar)
     except KeyboardInterrupt as stop:
-        signum = stop.signum if isinstance(stop, Interrupted) else 2
+        signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
         raise Interrupted(signum, keep_finished(args, progress, start, "interrupted")) from None
     except UserError as error:
         if progress.done:
@@ -318,7 +332,8 @@ def keep_finished(args: argparse.Namespace, progress: Progress, start: float, ho
     return kept if how == "interrupted" else f"{how}: {kept}"
 
 
-def process(args: argparse.Namespace, estimator, sources: Iterator[Source], progress: Progress, bar) -> None:
+def process(args: argparse.Namespace, estimator: Callable, sources: Iterator[Source], progress: Progress,
+            bar) -> None:
     """Every image of ``sources`` through ``estimator``, in batches; bad images are reported and skipped
     (``--strict``: the first one stops the run)."""
     from runtime.draw import write_picture
@@ -342,7 +357,7 @@ def process(args: argparse.Namespace, estimator, sources: Iterator[Source], prog
                 loaded.append((source, source.load()))
             except UserError as error:
                 skip(source, error)
-        for (source, image), found in estimate(estimator, loaded, skip):
+        for (source, image), found in estimate(estimator() if loaded else None, loaded, skip):
             each = (time.perf_counter() - began) / max(1, len(loaded))
             if args.draw:
                 write_picture(args.draw / picture_name(source.name, used), image, found)

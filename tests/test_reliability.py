@@ -206,8 +206,8 @@ def test_picture_names_do_not_collide():
 
 @pytest.fixture(scope="module")
 def mixed_folder(tmp_path_factory) -> Path:
-    """Two good images among five bad ones: empty, a folder, text, a 1x1 picture, a 100:1 strip (beyond
-    what the model supports, found only when the batch runs)."""
+    """Two good images among six bad ones: empty, a folder, text, a 1x1 picture, a damaged PNG, a 100:1
+    strip (beyond what the model supports, found only when the batch runs)."""
     folder = tmp_path_factory.mktemp("mixed")
     small_image(folder / "a_good.jpg")
     (folder / "b_empty.jpg").write_bytes(b"")
@@ -216,10 +216,13 @@ def mixed_folder(tmp_path_factory) -> Path:
     small_image(folder / "e_good.jpg", shift=8)
     (folder / "f_text.png").write_text("no pixels here\n")
     cv2.imwrite(str(folder / "g_dot.png"), np.zeros((1, 1, 3), np.uint8))
+    broken = bytearray(cv2.imencode(".png", np.zeros((40, 40, 3), np.uint8))[1].tobytes())
+    broken[40] ^= 0xFF  # a CRC error: libpng complains on file descriptor 2 unless the reader silences it
+    (folder / "h_crc.png").write_bytes(bytes(broken))
     return folder
 
 
-BAD = ("b_empty.jpg", "c_folder.jpg", "d_strip.png", "f_text.png", "g_dot.png")
+BAD = ("b_empty.jpg", "c_folder.jpg", "d_strip.png", "f_text.png", "g_dot.png", "h_crc.png")
 
 
 def test_folder_with_good_and_bad_images(mixed_folder, tmp_path):
