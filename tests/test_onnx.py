@@ -584,9 +584,7 @@ def test_nan_in_a_weight_is_refused(exported, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("flags, named", [(["--scales", "2,1,0.5"], "--scales 1,"), (["--arch", "w48"], "--arch w32,"),
-                                          (["--input-size", "640"], "--input-size 512,"),
-                                          (["--checkpoint", "synthetic:3"], "--checkpoint synthetic:0")])
+@pytest.mark.parametrize("flags, named", [(["--scales", "2,1,0.5"], "--scales 1,"), (["--arch", "w48"], "--arch w32,")])
 def test_flags_that_contradict_the_file(exported, tmp_path, flags, named):
     """On main --scales 2,1,0.5 with a single-scale file silently ran single-scale.
     Mutation tried: check_engine_flags not called -> exit 0."""
@@ -610,3 +608,7 @@ def test_flags_that_repeat_the_file_are_accepted():
                                           checkpoint=None), meta)
     with pytest.raises(UserError, match="--scales 1: m.onnx was exported with .* --scales 2,1,0.5"):
         check_engine_flags(argparse.Namespace(**{**vars(same), "scales": (1.0,)}), meta)
+    with pytest.raises(UserError, match="--input-size 640: .* export.onnx --arch w32 --input-size 640 --scales 2,1,0.5"):
+        check_engine_flags(argparse.Namespace(**{**vars(same), "input_size": 640}), meta)
+    with pytest.raises(UserError, match="--checkpoint synthetic:3: .*--checkpoint synthetic:0"):
+        check_engine_flags(argparse.Namespace(**{**vars(same), "checkpoint": "synthetic:3"}), meta)
