@@ -563,7 +563,7 @@ def test_cuda_fp32_people_equal_torch(path, exported):
 
 def test_nan_in_a_weight_is_refused(exported, tmp_path):
     """One NaN in a network weight made every candidate NaN, and runtime.run wrote ``[]`` with exit 0.
-    Mutation tried: PoseEstimator.batch without check_finite -> exit 0, "0 people"."""
+    (The check's mutation is run in-process by test_reliability.py::test_a_model_computing_nan_is_refused.)"""
     import onnx
     from onnx import numpy_helper
 
@@ -586,8 +586,7 @@ def test_nan_in_a_weight_is_refused(exported, tmp_path):
 
 @pytest.mark.parametrize("flags, named", [(["--scales", "2,1,0.5"], "--scales 1,"), (["--arch", "w48"], "--arch w32,")])
 def test_flags_that_contradict_the_file(exported, tmp_path, flags, named):
-    """On main --scales 2,1,0.5 with a single-scale file silently ran single-scale.
-    Mutation tried: check_engine_flags not called -> exit 0."""
+    """On main --scales 2,1,0.5 with a single-scale file silently ran single-scale (exit 0)."""
     from tests.test_cli import assert_one_line_error, run
 
     done = run("-m", "runtime.run", "--engine", str(exported[0]), *flags, "--out", str(tmp_path / "r.json"))

@@ -114,7 +114,8 @@ def test_run_out_on_a_full_disk(tmp_path, existing):
 
 
 def test_run_draw_on_a_full_disk_leaves_no_folder(tmp_path):
-    """Mutation tried: no check_output_dir before the model opens -> the run fails after the first image."""
+    """Refused before the model is opened (on main: after the first image, leaving an empty folder).
+    The folder clean-up's mutation is run by test_a_folder_made_for_a_failed_write_is_removed."""
     with small_disk(tmp_path, free=0) as disk:
         out = tmp_path / "r.json"
         done = run("-m", "runtime.run", "--image", str(SAMPLE), "--out", str(out), "--draw", str(disk.path / "pics"))
@@ -138,7 +139,7 @@ def test_run_results_that_do_not_fit(tmp_path):
 
 def test_export_onnx_on_a_small_disk(tmp_path):
     """-o where the 109 MiB file cannot fit: refused after loading the weights, before the export (which
-    took 99 s on main and then died with OSError [Errno 28]). Mutation tried: need_bytes=0 -> the export runs."""
+    took 99 s on main and then died with OSError [Errno 28]); "[2/4]" absent proves no export ran."""
     pytest.importorskip("torch")
     with small_disk(tmp_path, free=200_000) as disk:
         if disk.limit:
@@ -227,8 +228,8 @@ BAD = ("b_empty.jpg", "c_folder.jpg", "d_strip.png", "f_text.png", "g_dot.png", 
 
 def test_folder_with_good_and_bad_images(mixed_folder, tmp_path):
     """Results for every good image, one line per bad one, exit 3, nothing else written.
-    On main: the folder stopped the run before any result was written (exit 2).
-    Mutation tried: estimate() without the image-by-image retry -> a_good.jpg is lost with d_strip.png."""
+    On main: the folder stopped the run before any result was written (exit 2). The retry's mutation is
+    run by the in-process twin test_a_refused_image_does_not_take_its_batch_with_it."""
     out, pictures = tmp_path / "out" / "r.json", tmp_path / "pics"
     done = run("-m", "runtime.run", "--image-dir", str(mixed_folder), "--out", str(out), "--draw", str(pictures))
     assert done.returncode == 3, done.stderr
@@ -267,7 +268,8 @@ def test_every_image_bad_writes_nothing(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_mid_folder_keeps_the_finished_results(tmp_path, signum):
     """Kill runtime.run after its first image: exit 128 + signal, one line, the finished results written
-    and valid. On main: SIGTERM left no results at all. Mutation tried: no KeyboardInterrupt branch in run()."""
+    and valid. On main: SIGTERM left no results at all. The mutation (no KeyboardInterrupt branch in run())
+    is run by the in-process twin test_interrupt_in_process_writes_the_finished."""
     folder = tmp_path / "in"
     folder.mkdir()
     for index in range(8):
@@ -346,7 +348,8 @@ def test_directory_as_image_or_engine(tmp_path):
 
 
 def test_parity_interrupted_then_resumed(tmp_path):
-    """Mutation tried: run_cli without its KeyboardInterrupt branch -> Python's traceback, exit 1."""
+    """On main: Python's KeyboardInterrupt traceback. run_cli's branch is mutation-tested by
+    test_run_cli_turns_an_interrupt_into_one_line."""
     pytest.importorskip("torch")
     pytest.importorskip("pycocotools")
     need(MINI)
@@ -379,3 +382,95 @@ def test_parity_interrupted_then_resumed(tmp_path):
         for row in report["backends"]:
             row.pop("speed", None)
     assert resumed == straight
+
+
+# ----------------------------------------------------------------------------------------------
+# The same policies in-process, with stand-in models (fast, so each mutation below was run)
+
+
+class StandIn:
+    """A model that finds nobody, refuses inputs wider than 1000 px as the real backends refuse inputs
+    beyond their metadata, and raises ``fault`` (an exception) at call number ``fault_at``."""
+
+    def __init__(self, fault: BaseException | None = None, fault_at: int = 0) -> None:
+        from runtime.metadata import ModelMetadata
+
+        self.metadata = ModelMetadata("w32", 512, checkpoint="stand-in")
+        self.backend = type("Backend", (), {"name": "stand-in"})()
+        self.fault, self.fault_at, self.calls = fault, fault_at, 0
+
+    def batch(self, images):
+        self.calls += 1
+        if self.fault is not None and self.calls == self.fault_at:
+            raise self.fault
+        if any(image.shape[1] > 1000 for image in images):
+            raise UserError("input beyond the 1000 px side this stand-in takes")
+        return [[] for _ in images]
+
+
+def run_in_process(monkeypatch, capsys, model: StandIn, *argv: str) -> tuple[int, str, list[str]]:
+    """Exit code, stdout and stderr lines of runtime.run with ``model`` in place of the real one."""
+    from runtime import run as cli
+
+    monkeypatch.setattr(cli, "open_estimator", lambda args: model)
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip().splitlines()
+
+
+def test_a_refused_image_does_not_take_its_batch_with_it(mixed_folder, tmp_path, monkeypatch, capsys):
+    """Mutation tried: estimate() without the image-by-image retry -> a_good.jpg is skipped with d_strip.png."""
+    out = tmp_path / "r.json"
+    code, stdout, lines = run_in_process(monkeypatch, capsys, StandIn(), "--image-dir", str(mixed_folder), "--out",
+                                         str(out))
+    assert code == 3 and [Path(line.split(": ")[1]).name for line in lines] == list(BAD)
+    assert "a_good.jpg: 0 people" in stdout and "e_good.jpg: 0 people" in stdout
+    assert "wrote 0 people from 2 images" in stdout and json.loads(out.read_text()) == []
+
+
+def test_interrupt_in_process_writes_the_finished(mixed_folder, tmp_path, monkeypatch, capsys):
+    """SIGTERM (as run_cli's handler raises it) during the second batch: the first batch's image is
+    written and the interruption carries the line. Mutation tried: no KeyboardInterrupt branch in run()
+    -> no results file and the plain "nothing half-written" line."""
+    from runtime.errors import Interrupted
+
+    out = tmp_path / "r.json"
+    model = StandIn(Interrupted(signal.SIGTERM), fault_at=2)
+    code, _, lines = run_in_process(monkeypatch, capsys, model, "--image-dir", str(mixed_folder), "--out", str(out),
+                                    "--batch", "1")
+    assert code == 143 and lines[-1].startswith("interrupted (SIGTERM): the results of the 1 images finished so far")
+    assert out.exists() and json.loads(out.read_text()) == []
+
+
+def test_a_model_computing_nan_is_refused():
+    """PoseEstimator on a backend whose candidates are NaN: a ModelFault, not "0 people".
+    Mutation tried: check_finite removed from PoseEstimator.batch -> an empty list of people."""
+    from runtime.errors import ModelFault
+    from runtime.metadata import ModelMetadata
+    from runtime.pipeline import PoseEstimator
+
+    class NanBackend:
+        name, device_io, max_batch = "nan-model", None, None
+        metadata = ModelMetadata("w32", 512)
+
+        def run(self, feed):
+            n, h, w, _ = feed["image"].shape
+            return {"candidates": np.full((n, 17, 30, 5), np.nan, np.float32),
+                    "heatmap": np.full((n, 17, h, w), np.nan, np.float32),
+                    "tags": np.zeros((n, 17, h, w, 2), np.float32)}
+
+    with pytest.raises(ModelFault, match="nan-model: the model computes NaN"):
+        PoseEstimator(NanBackend())(np.zeros((64, 96, 3), np.uint8))
+
+
+def test_run_cli_turns_an_interrupt_into_one_line(capsys):
+    """Mutation tried: run_cli without its KeyboardInterrupt branch -> the KeyboardInterrupt escapes."""
+    import argparse
+
+    from runtime.cli import run_cli
+
+    def interrupted(_args):
+        raise KeyboardInterrupt
+
+    assert run_cli(argparse.ArgumentParser(prog="tool"), interrupted, [], interrupted="a rerun resumes") == 130
+    assert capsys.readouterr().err == "interrupted (SIGINT): a rerun resumes\n"
