@@ -210,3 +210,23 @@ def test_image_reader_on_arbitrary_bytes(tmp_path, data, suffix):
         return
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     assert min(image.shape[:2]) >= MIN_IMAGE_SIDE
+
+
+# ----------------------------------------------------------------------------------------------
+# The other entry points: parsing alone (their work is replaced by the sentinel)
+
+
+@pytest.mark.parametrize("module_name", ["benchmarks.coco", "benchmarks.speed", "benchmarks.precision",
+                                         "export.decode_onnx"])
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(tokens=st.lists(st.one_of(st.sampled_from(["--scales", "--images", "--limit", "--opset", "--repeat",
+                                                  "--method", "--section", "--device", "--arch", "-o", "--out",
+                                                  "--input-size", "--calib-images", "--help-me", "-x"]),
+                                 number_text, names), max_size=6))
+def test_other_entry_points_parse(workdir, monkeypatch, module_name, tokens):
+    import importlib
+
+    module = importlib.import_module(module_name)
+    monkeypatch.setattr(module, "run", stop)
+    outcome(module.main, tokens)

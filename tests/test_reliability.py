@@ -155,7 +155,7 @@ def test_export_onnx_on_a_small_disk(tmp_path):
 
 
 @pytest.mark.parametrize("text", ["1,nan", "1e308,1", "0.0001,1", "inf,1", "1,-2", ",", "1,1e-320"])
-@pytest.mark.parametrize("tool", ["runtime.run", "export.onnx", "benchmarks.parity"])
+@pytest.mark.parametrize("tool", ["runtime.run", "export.onnx", "benchmarks.parity", "benchmarks.coco"])
 def test_scales_values_are_refused_before_work(text, tool, capsys):
     """On main: 1,nan -> ValueError traceback, 1e308,1 -> OverflowError, 0.0001,1 -> a 2.4 TB allocation.
     Mutation tried: parse_scales without the range check -> these reach DecodeConfig / the geometry."""
