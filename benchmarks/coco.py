@@ -145,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_and_model_arguments(parser)
-    parser.add_argument("--scales", default="1", help="test scales, e.g. 2,1,0.5 (default: 1)")
+    from runtime.cli import parse_scales
+
+    parser.add_argument("--scales", type=parse_scales, default=(1.0,),
+                        help="test scales, each from 0.25 to 4, e.g. 2,1,0.5 (default: 1)")
     parser.add_argument("--rendered", action="store_true",
                         help="decode network outputs rendered from the ground truth instead of running the network")
     parser.add_argument("--limit", type=int, help="only the first N images")
@@ -160,15 +163,19 @@ def run(args: argparse.Namespace) -> int:
 
     coco = CocoSet.open(args.coco_root, args.ann)
     images = coco.images[: args.limit] if args.limit else coco.images
+    if args.out:
+        from runtime.files import check_output_file
+
+        check_output_file(args.out, "--out")
     if args.rendered:
         annotations = coco.annotations()
         people_of = lambda im: rendered_people(im, annotations.get(im.id, []), args.input_size)
     else:
         from runtime.backends import open_torch
-        from runtime.cli import check_scales, parse_scales
+        from runtime.cli import check_scales
         from runtime.pipeline import PoseEstimator
 
-        scales = check_scales(parse_scales(args.scales))
+        scales = check_scales(args.scales)
         estimator = PoseEstimator(open_torch(args.arch, args.checkpoint, args.input_size, scales))
         people_of = lambda im: estimator.estimate_file(im.path)
     results: list[dict] = []

@@ -689,6 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from runtime.cli import check_scales
+    from runtime.files import check_output_dir
     from runtime.results import write_json
 
     args.scales = check_scales(tuple(args.scales))
@@ -698,6 +699,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--limit: give a positive number of images")
     if args.calib_images < 1:
         raise UserError("--calib-images: give a positive number of images")
+    check_output_dir(args.out, "--out")
     coco = CocoSet.open(args.coco_root, args.ann)
     is_mini = coco.ann.resolve() == (MINI_SET / "person_keypoints.json").resolve()
     images = coco.images[: args.limit] if args.limit else coco.images
@@ -718,7 +720,9 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from runtime.cli import run_cli
 
-    return run_cli(build_parser(), run, argv)
+    return run_cli(build_parser(), run, argv,
+                   interrupted="a rerun of the same command resumes: every image finished so far is cached "
+                               "under --out's cache/ folder")
 
 
 if __name__ == "__main__":

@@ -443,7 +443,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="cuda: where the GPU backends group people (see python -m runtime.run --help) "
                              "(default: host)")
     parser.add_argument("--worker", choices=BACKENDS + GPU_BACKENDS, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    from runtime.cli import run_cli
+
+    return run_cli(parser, run, argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.worker:
         if args.device == "cuda":
             print(json.dumps(gpu_worker(args.worker, args.engine, args.images, args.repeat, args.grouping)))

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from runtime.errors import UserError, require
-from runtime.files import publish
+from runtime.files import check_output_file, publish
 
 # Lowest per-output SQNR (INT8 file vs the FP32 file, ONNX Runtime) before the file is refused. One
 # symmetric 8-bit rounding of a well-calibrated activation has an SQNR of ~35-40 dB; ~740 quantized
@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"-o {target}: would overwrite the FP32 model it is made from; choose another name")
     if not args.skip_verify and not args.verify_image.is_file():
         raise UserError(f"--verify-image {args.verify_image}: no such image file")
+    check_output_file(target, "-o", need_bytes=args.onnx.stat().st_size // 3 if args.onnx.is_file() else 0)
     paths = list_images(args.calib, args.images)
 
     _stage(f"[1/4] reading {args.onnx}")
@@ -120,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     hit = cache.is_file()
     if not hit:
+        check_output_file(cache, "--cache-dir")
         with tqdm(total=len(paths), unit="img", disable=not sys.stderr.isatty()) as progress:
             q.calibrate(source, steps, args.method, paths, cache, on_image=lambda _: progress.update())
     _stage(f"      {'cache hit' if hit else 'statistics written to'} {cache} ({time.perf_counter() - start:.1f} s)")

@@ -83,7 +83,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runtime.errors import UserError
-from runtime.files import cache_dir, file_sha256
+from runtime.files import cache_dir, file_sha256, write_with
 from runtime.metadata import ModelMetadata
 
 METHODS = ("percentile", "entropy", "minmax")
@@ -311,9 +311,9 @@ def calibrate(source: Source, steps: Plan, method: str, paths: list[Path], cache
         ranges = calibrator.compute_data()
         del calibrator
     try:
-        save_tensors_data(ranges, cache)  # temporary file + rename (ONNX Runtime's own writer)
-    except OSError as exc:
-        raise UserError(f"cannot write the calibration cache {cache} ({exc.strerror}); pass --cache-dir DIR") from None
+        write_with(cache, lambda path: save_tensors_data(ranges, path))  # ONNX Runtime's writer, published atomically
+    except UserError as error:
+        raise UserError(f"calibration cache {error}; or pass --cache-dir DIR") from None
     return False
 
 

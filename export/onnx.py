@@ -94,7 +94,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 import tempfile
 import time
@@ -106,7 +105,7 @@ import numpy as np
 
 from runtime.cli import check_scales, parse_scales, run_cli
 from runtime.errors import UserError, require
-from runtime.files import publish
+from runtime.files import check_output_file, publish, write_temporary
 from runtime.metadata import ARCHS, INPUT_SIZES, DecodeConfig, ModelMetadata
 
 OPSET = 17
@@ -611,23 +610,18 @@ def simplify(model):
 
 
 def write_model(model, target: Path) -> Path:
-    """Save ``model`` with its weights inside to a temporary file beside ``target``; return that path."""
-    onnx = require("onnx", "export")
+    """Save ``model`` with its weights inside to a temporary file beside ``target``; return that path
+    (``runtime.files.write_temporary``: a full disk is one line, nothing left behind)."""
     size = model.ByteSize()
     if size >= MAX_BYTES:
         raise UserError(f"the model is {size / 1024**3:.2f} GB, above ONNX's 2 GB single-file limit")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise UserError(f"{target}: cannot write here ({exc.strerror}); choose another -o path") from None
-    os.close(fd)
-    try:
-        onnx.save_model(model, name, save_as_external_data=False)
-    except BaseException:
-        os.unlink(name)
-        raise
-    return Path(name)
+    return write_temporary(target, model.SerializeToString())
+
+
+def file_size_estimate(built: Built) -> int:
+    """Bytes the exported file will take, from the graph's tensors (its weights dominate), with headroom."""
+    tensors = [*built.graph.parameters(), *built.graph.buffers()]
+    return int(sum(t.numel() * t.element_size() for t in tensors) * 1.05) + (1 << 20)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -721,9 +715,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--opset {args.opset}: choose 13-20 (TensorRT 10.0 parses up to 20; default {OPSET})")
     if not args.skip_verify and not args.verify_image.is_file():
         raise UserError(f"--verify-image {args.verify_image}: no such image file")
+    check_output_file(target, "-o")
 
     _stage(f"[1/4] loading HigherHRNet-{args.arch.upper()} weights ({args.checkpoint})")
     built = build(args.arch, args.checkpoint, args.input_size, args.scales, precision)
+    check_output_file(target, "-o", need_bytes=file_size_estimate(built) * (2 if args.simplify else 1))
     if built.metadata.checkpoint.startswith("synthetic:"):
         _stage("      note: synthetic weights are deterministic random numbers, not a trained model; "
                "pass --checkpoint w32_512 (or a .pth file) for a useful export")

@@ -7,6 +7,7 @@ file already says. Torch-free on purpose: edge deployments read it too.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 NUM_JOINTS = 17
@@ -16,6 +17,8 @@ STD = (0.229, 0.224, 0.225)
 ARCHS = ("w32", "w48")
 INPUT_SIZES = (512, 640)
 TOOLKIT_VERSION = "0.1.0"
+# Test scales a file may hold: 0.25 of a 512 input is 128 px, 4 times it 2048 px (mmpose's are 2, 1, 0.5).
+SCALE_RANGE = (0.25, 4.0)
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,10 @@ class DecodeConfig:
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted((float(s) for s in self.scales), reverse=True))
-        if 1.0 not in ordered or len(set(ordered)) != len(ordered) or min(ordered) <= 0:
+        low, high = SCALE_RANGE
+        if not all(math.isfinite(s) and low <= s <= high for s in ordered):
+            raise ValueError(f"scales {list(self.scales)}: every scale must be a number from {low:g} to {high:g}")
+        if 1.0 not in ordered or len(set(ordered)) != len(ordered):
             raise ValueError(f"scales {list(self.scales)}: distinct positive factors including 1 are required")
         object.__setattr__(self, "scales", ordered)
         object.__setattr__(self, "flip_index", tuple(int(i) for i in self.flip_index))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends import Backend
-from runtime.errors import UserError
+from runtime.errors import ModelFault, UserError
 from runtime.grouping import decode_people
 from runtime.preprocess import Prepared, prepare, read_image
 from runtime.results import Person, people_in_image
@@ -41,6 +41,15 @@ class StageTimes:
 
 
 GROUPINGS = ("host", "device")
+
+
+def check_finite(outputs: dict[str, np.ndarray], backend: Backend) -> None:
+    """A ModelFault when the candidates hold NaN or infinity: the file's weights are damaged (or its
+    precision overflowed), and its people would be silently wrong or missing."""
+    if not np.isfinite(outputs["candidates"]).all():
+        where = getattr(backend, "path", None) or backend.name
+        raise ModelFault(f"{where}: the model computes NaN or infinite values, so its weights are damaged; export "
+                         f"the file again (python -m export.onnx) from a good checkpoint")
 
 
 @dataclass
@@ -110,6 +119,7 @@ class PoseEstimator:
             if self.decoder is None:
                 began = time.perf_counter()
                 outputs = self.run_graph(batch)
+                check_finite(outputs, self.backend)
                 ran = time.perf_counter()
                 found = [self.group(outputs, position) for position in range(len(indices))]
                 times.graph += ran - began

@@ -6,7 +6,10 @@ uint8 RGB; normalization happens inside the exported graph.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +93,25 @@ def warp(image: np.ndarray, geometry: Geometry) -> np.ndarray:
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+@contextlib.contextmanager
+def _decoder_quiet():
+    """OpenCV's bundled libpng/libjpeg print their complaints about a damaged file straight to file
+    descriptor 2; the UserError below says it in one line, so they are sent to /dev/null meanwhile."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file to RGB uint8 ``[h, w, 3]`` as the reference does (OpenCV ``IMREAD_COLOR``).
 
@@ -108,7 +130,8 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         # A 1/8-size decode is cheap for JPEG and tells the size before a huge buffer is allocated.
         # (OpenCV cannot shrink images under 8 px; those decode in full below.)
-        preview = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+        with _decoder_quiet():
+            preview = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
     except cv2.error:
         preview = np.zeros((1, 1), np.uint8)
     if preview is None:
@@ -116,7 +139,8 @@ def read_image(path: str | Path) -> np.ndarray:
     if max(preview.shape) > MAX_IMAGE_SIDE // 8:
         raise UserError(f"{path}: image is larger than {MAX_IMAGE_SIDE} px on a side; downscale it first")
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        with _decoder_quiet():
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error:
         image = None
     if image is None:

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import UserError
-from runtime.files import write_atomic
+from runtime.files import check_output_file, write_atomic
 from runtime.preprocess import Geometry, to_image_coordinates
 
 
@@ -49,14 +47,6 @@ def write_json(path: str | Path, value) -> None:
     write_atomic(path, json.dumps(value).encode())
 
 
-def check_writable(path: str | Path) -> None:
-    """Fail before any work if ``path`` cannot be written (directory missing rights, path is a folder)."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory; give a file name for the output")
-    parent = path.parent if str(path.parent) else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise UserError(f"{path}: cannot write to {probe} (permission denied); choose another output path")
+def check_writable(path: str | Path, flag: str = "") -> None:
+    """Fail before any work if ``path`` cannot be written (``runtime.files.check_output_file``)."""
+    check_output_file(path, flag)

@@ -9,21 +9,29 @@ Examples:
   python -m runtime.run --checkpoint w32_512 --image a.jpg b.jpg --out people.json
   python -m runtime.run --engine w32.onnx --video clip.mp4 --out clip.json --device cuda
   python -m runtime.run --engine w32.plan --image-dir photos/ --out people.json   # TensorRT, on the GPU
+
+A bad image (missing, empty, corrupt, too small or too large) is reported on stderr, one line each, and
+skipped; the others are processed and written. Exit codes: 0 every image done; 3 done, but some images
+were skipped; 2 nothing could be done (bad flag, model or output; every image bad; --strict at the
+first bad image); 130 / 143 interrupted by SIGINT / SIGTERM (the results finished so far are written).
+Pictures are named after the input (a.jpg -> DIR/a.jpg) and go to a folder that holds no input.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from runtime.cli import check_scales, parse_scales, run_cli
-from runtime.errors import UserError
+from runtime.cli import EXIT_SKIPPED, EXIT_USER_ERROR, check_scales, parse_scales, run_cli
+from runtime.errors import Interrupted, ModelFault, UserError
 from runtime.metadata import ARCHS, INPUT_SIZES
 
 SYNTHETIC_DEFAULT = "synthetic:0"
@@ -51,15 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "grouped on a CPU core; refine runs on the GPU on the maps in place) or device (all on "
                              "the GPU, grouping on one GPU thread); identical people (default: host)")
     model = parser.add_argument_group("PyTorch reference (when no --engine is given)")
-    model.add_argument("--arch", choices=ARCHS, default="w32", help="network width (default: w32)")
-    model.add_argument("--input-size", type=int, choices=INPUT_SIZES, default=512,
+    model.add_argument("--arch", choices=ARCHS, help="network width (default: w32)")
+    model.add_argument("--input-size", type=int, choices=INPUT_SIZES,
                        help="short side of the network input, as the checkpoint was trained (default: 512)")
-    model.add_argument("--checkpoint", default=SYNTHETIC_DEFAULT,
+    model.add_argument("--checkpoint",
                        help="a .pth file, a zoo name (w32_512, w32_640, w48_512 or the mmpose file name, "
                             "downloaded to a cache), or synthetic:SEED for deterministic random weights "
                             f"(default: {SYNTHETIC_DEFAULT} — not a trained model)")
-    model.add_argument("--scales", type=parse_scales, default=(1.0,),
-                       help="test scales, must include 1, e.g. 2,1,0.5 for multi-scale (default: 1)")
+    model.add_argument("--scales", type=parse_scales,
+                       help="test scales, must include 1, each from 0.25 to 4, e.g. 2,1,0.5 for multi-scale "
+                            "(default: 1). With --engine these flags may only repeat what the file holds")
     io = parser.add_argument_group("images and results")
     sources = io.add_mutually_exclusive_group()
     sources.add_argument("--image", nargs="+", type=Path, metavar="IMAGE",
@@ -70,9 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="every frame of a video file (image_id = frame number, from 0)")
     io.add_argument("--out", type=Path, default=Path("results.json"),
                     help="COCO keypoint results json, one entry per person (default: results.json)")
-    io.add_argument("--draw", type=Path, metavar="DIR", help="write a skeleton picture per image (or frame) into DIR")
+    io.add_argument("--draw", type=Path, metavar="DIR",
+                    help="write a skeleton picture per image (or frame) into DIR, a folder that holds no input")
     io.add_argument("--batch", type=int, default=4, metavar="N",
                     help="images per graph run when their input sizes are equal (default: 4)")
+    io.add_argument("--strict", action="store_true",
+                    help="stop at the first bad image (exit 2; what was finished before it is written) instead "
+                         "of reporting and skipping it (default: skip, exit 3 when any was skipped)")
     return parser
 
 
@@ -82,14 +95,47 @@ def open_estimator(args: argparse.Namespace):
 
     if args.engine:
         backend = open_backend(args.engine, device=args.device)
+        try:
+            check_engine_flags(args, backend.metadata)
+        except UserError:
+            backend.close()
+            raise
     else:
-        backend = open_torch(args.arch, args.checkpoint, args.input_size, check_scales(args.scales),
-                             device=args.device)
+        backend = open_torch(args.arch or "w32", args.checkpoint or SYNTHETIC_DEFAULT, args.input_size or 512,
+                             check_scales(args.scales or (1.0,)), device=args.device)
     try:
         return PoseEstimator(backend, grouping=args.grouping)
     except BaseException:
         backend.close()
         raise
+
+
+def check_engine_flags(args: argparse.Namespace, meta) -> None:
+    """With --engine, a PyTorch flag may only repeat what the file holds: one that asks for something
+    else is an error saying what the file holds and how to export what was asked."""
+    held = {"--arch": meta.arch, "--input-size": meta.input_size, "--scales": meta.decode.scales,
+            "--checkpoint": meta.checkpoint}
+    asked = {"--arch": args.arch, "--input-size": args.input_size,
+             "--scales": check_scales(args.scales) if args.scales else None, "--checkpoint": args.checkpoint}
+
+    def differs(flag: str) -> bool:
+        if asked[flag] is None:
+            return False
+        if flag == "--checkpoint":  # the file records a zoo name, file name or synthetic:SEED
+            return not (asked[flag] in held[flag] or Path(asked[flag]).stem in held[flag])
+        return asked[flag] != held[flag]
+
+    def text(flag: str, value) -> str:
+        return ",".join(f"{s:g}" for s in value) if flag == "--scales" else str(value)
+
+    conflicts = [flag for flag in held if differs(flag)]
+    if not conflicts:
+        return
+    flag = conflicts[0]
+    holds = ", ".join(f"{name} {text(name, value)}" for name, value in held.items())
+    command = " ".join(f"{name} {text(name, asked[name] if differs(name) else held[name])}" for name in held)
+    raise UserError(f"{flag} {text(flag, asked[flag])}: {args.engine} was exported with {holds}, and the file "
+                    f"decides; drop {flag}, or export what you asked for: python -m export.onnx {command}")
 
 
 def describe(estimator) -> str:
@@ -108,35 +154,45 @@ def describe(estimator) -> str:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def image_sources(args: argparse.Namespace) -> tuple[int, Iterator[tuple[str, int, Callable[[], np.ndarray]]]]:
-    """How many inputs there are, and ``(name, image_id, load)`` for each, in results order."""
-    from runtime.preprocess import read_image
-    from runtime.results import image_id
+@dataclass(frozen=True)
+class Source:
+    """One input in results order: its name (for messages and pictures), COCO image id and loader."""
 
-    if args.video:
-        return video_frames(args.video)
+    name: str
+    image_id: int
+    load: Callable[[], np.ndarray]
+
+
+def input_paths(args: argparse.Namespace) -> list[Path]:
+    """The image files to read, in results order (the bundled samples without --image/--image-dir)."""
     if args.image_dir:
         if not args.image_dir.is_dir():
-            raise UserError(f"{args.image_dir}: not a folder; pass --image-dir DIR with images in it")
+            raise UserError(f"--image-dir {args.image_dir}: not a folder; pass --image-dir DIR with images in it")
         paths = sorted(p for p in args.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
             raise UserError(f"{args.image_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    else:
-        paths = args.image or bundled_samples()
-        if not args.image:
-            print(f"no --image given: using the {len(paths)} bundled COCO val2017 samples")
-        missing = [p for p in paths if not Path(p).is_file()]
-        if missing:
-            raise UserError(f"{missing[0]}: no such image file"
-                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "") + "; check the path")
-    return len(paths), ((Path(p).name, image_id(p, i), lambda p=p: read_image(p)) for i, p in enumerate(paths))
+        return paths
+    if args.image:
+        return list(args.image)
+    paths = bundled_samples()
+    print(f"no --image given: using the {len(paths)} bundled COCO val2017 samples")
+    return paths
 
 
-def video_frames(path: Path) -> tuple[int, Iterator[tuple[str, int, Callable[[], np.ndarray]]]]:
+def image_sources(paths: list[Path]) -> Iterator[Source]:
+    from runtime.preprocess import read_image
+    from runtime.results import image_id
+
+    return (Source(Path(p).name, image_id(p, i), lambda p=p: read_image(p)) for i, p in enumerate(paths))
+
+
+def video_frames(path: Path) -> tuple[int, Iterator[Source]]:
     # FFmpeg logs its own complaints to stderr; the one line below says what is wrong and what to do.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
 
+    if path.is_dir():
+        raise UserError(f"--video {path}: is a directory; give a video file (or --image-dir DIR for a folder of images)")
     if not path.is_file():
         raise UserError(f"{path}: no such video file; check the path")
     capture = cv2.VideoCapture(str(path))
@@ -146,14 +202,16 @@ def video_frames(path: Path) -> tuple[int, Iterator[tuple[str, int, Callable[[],
 
     def frames():
         index = 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            yield f"{path.stem}_{index:06d}", index, lambda rgb=rgb: rgb
-            index += 1
-        capture.release()
+        try:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                yield Source(f"{path.stem}_{index:06d}", index, lambda rgb=rgb: rgb)
+                index += 1
+        finally:
+            capture.release()
         if index == 0:
             raise UserError(f"{path}: no frame could be decoded; convert it to H.264 MP4")
 
@@ -171,47 +229,172 @@ def chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def protect_inputs(args: argparse.Namespace, inputs: list[Path]) -> None:
+    """Refuse, before any work, an output that would write over an input: --out naming an input (or the
+    model file), or --draw naming a folder that holds an input (pictures are named like their inputs)."""
+    owned = [*inputs] + [p for p in (args.engine, args.checkpoint and Path(args.checkpoint)) if p]
+    for path in owned:
+        if _same_file(args.out, Path(path)):
+            raise UserError(f"--out {args.out}: that is an input ({path}); results would replace it, so give the "
+                            f"results a file of their own, e.g. --out results.json")
+    if args.draw:
+        for path in inputs:
+            if _same_file(args.draw, Path(path).parent):
+                raise UserError(f"--draw {args.draw}: it holds the input {Path(path).name}, and pictures are named "
+                                f"like their inputs; give the pictures a folder of their own, e.g. "
+                                f"--draw {args.draw / 'pictures'}")
+
+
+def picture_name(name: str, used: set[str]) -> str:
+    """``a.jpg`` -> ``a.jpg``; a second input with the same stem (``a.png``) gets ``a_png.jpg``, and so on."""
+    stem = Path(name).stem
+    candidate = f"{stem}.jpg"
+    if candidate in used:
+        candidate = f"{stem}_{Path(name).suffix.lstrip('.') or 'frame'}.jpg"
+    count = 2
+    while candidate in used:
+        candidate = f"{stem}_{count}.jpg"
+        count += 1
+    used.add(candidate)
+    return candidate
+
+
+@dataclass
+class Progress:
+    """What a run has finished and what it skipped."""
+
+    results: list[dict] = field(default_factory=list)
+    done: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from runtime.draw import write_picture
-    from runtime.results import check_writable, coco_results, write_json
+    from runtime.files import check_output_dir, check_output_file
 
     if args.batch < 1:
         raise UserError(f"--batch {args.batch}: give at least 1")
-    count, sources = image_sources(args)
-    check_writable(args.out)
-    estimator = open_estimator(args)
-    print(describe(estimator))
+    if args.engine is not None and args.engine.is_dir():
+        raise UserError(f"--engine {args.engine}: is a directory; give the model file itself (an .onnx from "
+                        f"python -m export.onnx or a .plan from python -m export.trt)")
+    if args.video:
+        inputs = [args.video]
+        count, sources = video_frames(args.video)
+    else:
+        inputs = input_paths(args)
+        count, sources = len(inputs), image_sources(inputs)
+    protect_inputs(args, inputs)
+    check_output_file(args.out, "--out")
+    if args.draw:
+        check_output_dir(args.draw, "--draw")
+    opened = []
 
-    results: list[dict] = []
+    def estimator():
+        """The model, opened when the first image has been read (a run of bad images never loads it)."""
+        if not opened:
+            opened.append(open_estimator(args))
+            print(describe(opened[0]))
+        return opened[0]
+
+    progress = Progress()
     start = time.perf_counter()
-    with tqdm(total=count or None, unit="img", disable=count < 8 or not sys.stderr.isatty()) as progress:
-        for chunk in chunks(sources, args.batch):
-            began = time.perf_counter()
-            images = [load() for _, _, load in chunk]
-            try:
-                people = estimator.batch(images)
-            except UserError as error:
-                raise UserError(f"{', '.join(name for name, _, _ in chunk)}: {error}") from None
-            each = (time.perf_counter() - began) / len(chunk)
-            for (name, number, _), image, found in zip(chunk, images, people):
-                results.extend(coco_results(number, found))
-                if args.draw:
-                    write_picture(args.draw / f"{Path(name).stem}.jpg", image, found)
-                height, width = image.shape[:2]
-                progress.write(f"{name}: {len(found)} people ({width}x{height}, {each:.2f} s)")
-                progress.update()
-    write_json(args.out, results)
-    elapsed = time.perf_counter() - start
-    images_done = estimator.times.images
-    print(f"wrote {len(results)} people from {images_done} images to {args.out} ({elapsed:.1f} s, "
-          f"{images_done / elapsed:.2f} images/s)" + (f"; pictures in {args.draw}" if args.draw else ""))
-    device_io = estimator.backend.device_io
-    note = device_io.eviction_note(images_done) if device_io is not None else None
+    try:
+        with tqdm(total=count or None, unit="img", disable=count < 8 or not sys.stderr.isatty()) as bar:
+            process(args, estimator, sources, progress, bar)
+    except KeyboardInterrupt as stop:
+        signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+        raise Interrupted(signum, keep_finished(args, progress, start, "interrupted")) from None
+    except UserError as error:
+        if progress.done:
+            print(keep_finished(args, progress, start, "stopped"))
+        raise error from None
+    if not progress.done:
+        return EXIT_USER_ERROR  # every image was bad: each has its line, nothing is written
+    print(keep_finished(args, progress, start, "wrote"))
+    device_io = opened[0].backend.device_io if opened else None
+    note = device_io.eviction_note(progress.done) if device_io is not None else None
     if note:
         print(note)
-    return 0
+    return EXIT_SKIPPED if progress.skipped else 0
+
+
+def keep_finished(args: argparse.Namespace, progress: Progress, start: float, how: str) -> str:
+    """Write the results finished so far (atomically) and say so; the line of a run's end."""
+    from runtime.results import write_json
+
+    if not progress.done:
+        return "no image was finished, nothing written"
+    write_json(args.out, progress.results)
+    elapsed = time.perf_counter() - start
+    text = (f"{len(progress.results)} people from {progress.done} images to {args.out} ({elapsed:.1f} s, "
+            f"{progress.done / elapsed:.2f} images/s)" + (f"; pictures in {args.draw}" if args.draw else ""))
+    if progress.skipped:
+        text += f"; {len(progress.skipped)} skipped: {', '.join(progress.skipped[:5])}" + \
+            (" ..." if len(progress.skipped) > 5 else "")
+    if how == "wrote":
+        return "wrote " + text
+    kept = f"the results of the {progress.done} images finished so far are written: {text}"
+    return kept if how == "interrupted" else f"{how}: {kept}"
+
+
+def process(args: argparse.Namespace, estimator: Callable, sources: Iterator[Source], progress: Progress,
+            bar) -> None:
+    """Every image of ``sources`` through ``estimator``, in batches; bad images are reported and skipped
+    (``--strict``: the first one stops the run)."""
+    from runtime.draw import write_picture
+    from runtime.results import coco_results
+
+    used: set[str] = set()
+
+    def skip(source: Source, error: UserError) -> None:
+        message = " ".join(str(error).split())
+        if args.strict:
+            raise UserError(f"{message} (--strict: stopped at this image)")
+        bar.write(f"error: {message}; skipped", file=sys.stderr)
+        progress.skipped.append(source.name)
+        bar.update()
+
+    for chunk in chunks(sources, args.batch):
+        began = time.perf_counter()
+        loaded = []
+        for source in chunk:
+            try:
+                loaded.append((source, source.load()))
+            except UserError as error:
+                skip(source, error)
+        for (source, image), found in estimate(estimator() if loaded else None, loaded, skip):
+            each = (time.perf_counter() - began) / max(1, len(loaded))
+            if args.draw:
+                write_picture(args.draw / picture_name(source.name, used), image, found)
+            progress.results.extend(coco_results(source.image_id, found))
+            progress.done += 1
+            height, width = image.shape[:2]
+            bar.write(f"{source.name}: {len(found)} people ({width}x{height}, {each:.2f} s)")
+            bar.update()
+
+
+def estimate(estimator, loaded: list, skip) -> list:
+    """``((source, image), people)`` for the images the model accepts; an image it refuses is skipped
+    (a batch that fails is retried image by image, so one image cannot lose the others)."""
+    if not loaded:
+        return []
+    try:
+        return list(zip(loaded, estimator.batch([image for _, image in loaded])))
+    except ModelFault:
+        raise
+    except UserError as error:
+        if len(loaded) > 1:
+            return [pair for item in loaded for pair in estimate(estimator, [item], skip)]
+        skip(loaded[0][0], UserError(f"{loaded[0][0].name}: {error}"))
+        return []
 
 
 def main(argv: list[str] | None = None) -> int:

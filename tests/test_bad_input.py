@@ -22,7 +22,7 @@ def refused(tmp_path, image, *needles):
 
 
 def test_missing_file(tmp_path):
-    refused(tmp_path, tmp_path / "gone.jpg", "no such image")
+    refused(tmp_path, tmp_path / "gone.jpg", "no such file")
 
 
 def test_empty_file(tmp_path):

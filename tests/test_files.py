@@ -1,6 +1,7 @@
 """runtime.files: atomic writes leave either the old file or the new one, with umask permissions."""
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
@@ -31,10 +32,10 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     write_atomic(target, b"old")
 
     def broken(*_):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="a.json: cannot write it .No space left on device.; free some space"):
         write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
@@ -43,5 +44,5 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 def test_unwritable_folder_is_a_user_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")
-    with pytest.raises(UserError, match="cannot write here"):
+    with pytest.raises(UserError, match="is a file, not a folder"):
         write_atomic(blocker / "out.json", b"{}")

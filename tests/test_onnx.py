@@ -574,3 +574,59 @@ def test_cuda_fp32_people_equal_torch(path, exported):
         for ours, reference in zip(device_people, host_people):
             assert np.abs(ours.keypoints - reference.keypoints).max() <= PEOPLE_TOL
             assert abs(ours.score - reference.score) <= PEOPLE_TOL
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 14: a damaged file and flags that contradict the file
+
+
+def test_nan_in_a_weight_is_refused(exported, tmp_path):
+    """One NaN in a network weight made every candidate NaN, and runtime.run wrote ``[]`` with exit 0.
+    (The check's mutation is run in-process by test_reliability.py::test_a_model_computing_nan_is_refused.)"""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(exported[0]))
+    largest = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)) if t.data_type == 1 else 0)
+    values = numpy_helper.to_array(largest).copy()
+    values.flat[0] = np.nan
+    largest.CopyFrom(numpy_helper.from_array(values, largest.name))
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(model, str(damaged))
+    out = tmp_path / "r.json"
+    done = subprocess.run([sys.executable, "-m", "runtime.run", "--engine", str(damaged), "--image",
+                           str(SAMPLES / "000000000785.jpg"), "--out", str(out)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "damaged.onnx" in lines[0] and "NaN" in lines[0] and "export" in lines[0], lines
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, named", [(["--scales", "2,1,0.5"], "--scales 1,"), (["--arch", "w48"], "--arch w32,")])
+def test_flags_that_contradict_the_file(exported, tmp_path, flags, named):
+    """On main --scales 2,1,0.5 with a single-scale file silently ran single-scale (exit 0)."""
+    from tests.test_cli import assert_one_line_error, run
+
+    done = run("-m", "runtime.run", "--engine", str(exported[0]), *flags, "--out", str(tmp_path / "r.json"))
+    assert_one_line_error(done, flags[0], named, "python -m export.onnx")
+    assert not (tmp_path / "r.json").exists()
+
+def test_flags_that_repeat_the_file_are_accepted():
+    import argparse
+
+    from runtime.metadata import DecodeConfig, ModelMetadata
+    from runtime.run import check_engine_flags
+
+    meta = ModelMetadata("w32", 512, DecodeConfig(scales=(2.0, 1.0, 0.5)), checkpoint="synthetic:0")
+    same = argparse.Namespace(engine=Path("m.onnx"), arch="w32", input_size=512, scales=(0.5, 1.0, 2.0),
+                              checkpoint="synthetic:0")
+    check_engine_flags(same, meta)
+    check_engine_flags(argparse.Namespace(engine=Path("m.onnx"), arch=None, input_size=None, scales=None,
+                                          checkpoint=None), meta)
+    with pytest.raises(UserError, match="--scales 1: m.onnx was exported with .* --scales 2,1,0.5"):
+        check_engine_flags(argparse.Namespace(**{**vars(same), "scales": (1.0,)}), meta)
+    with pytest.raises(UserError, match="--input-size 640: .* export.onnx --arch w32 --input-size 640 --scales 2,1,0.5"):
+        check_engine_flags(argparse.Namespace(**{**vars(same), "input_size": 640}), meta)
+    with pytest.raises(UserError, match="--checkpoint synthetic:3: .*--checkpoint synthetic:0"):
+        check_engine_flags(argparse.Namespace(**{**vars(same), "checkpoint": "synthetic:3"}), meta)

@@ -28,6 +28,9 @@ def open_backend(path: str | Path, device: str = "cpu") -> Backend:
     on a GPU (cuda:N selects one; cpu means cuda:0), with the JSON sidecar ``export.trt`` wrote beside it.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, not a model file; give the .onnx (python -m export.onnx) or "
+                        f".plan (python -m export.trt) file itself")
     if not path.is_file():
         raise UserError(f"{path}: no such model file; export one with `python -m export.onnx` or check the path")
     if path.suffix.lower() == ".onnx":
