@@ -106,8 +106,8 @@ def read_source(path: Path) -> Source:
         if low != 1:
             raise UserError(f"{path}: its profile starts at batch {low}; Triton sends batches from 1: rebuild with "
                             f"python -m export.trt --onnx FILE --max-batch N")
-        multiple = int(sidecar.get("metadata", {}).get("export.input_multiple", "64") or 64)
-        return Source(path, "plan", metadata, multiple, int(sidecar["max_batch"]), str(sidecar["tensorrt_version"]))
+        return Source(path, "plan", metadata, int(sidecar["input_multiple"]), int(sidecar["max_batch"]),
+                      str(sidecar["tensorrt_version"]))
     raise UserError(f"{path}: unknown model file type {path.suffix!r}; give an exported .onnx or a .plan from "
                     f"python -m export.trt")
 

@@ -123,6 +123,9 @@ class TritonBackend(Backend):
             return request()
         except InferenceServerException as exc:
             raise UserError(f"{self.url}: {what} failed: {_reason(exc)}") from None
+        except TimeoutError:
+            raise UserError(f"{self.url}: {what} timed out after {self.url.timeout:g} s; the server is overloaded "
+                            f"or the model slow: raise the limit with {self.url}?timeout=SECONDS") from None
         except (ConnectionError, OSError) as exc:
             raise UserError(f"{self.url}: no Triton server answers at {self.url.endpoint} ({_reason(exc)}) while "
                             f"{what}; start one (python -m runtime.serve --engine FILE) or check HOST:PORT") from None
@@ -138,10 +141,14 @@ class TritonBackend(Backend):
         if not live:
             raise UserError(f"{self.url}: the server at {self.url.endpoint} is not live; look at its log and restart it")
         if not self._call(lambda: self.client.is_model_ready(self.url.model), "asking whether the model is ready"):
-            index = self._call(lambda: self.client.get_model_repository_index(), "listing the models")
-            ready = sorted(item.get("name", "") for item in index if item.get("state") == "READY")
-            raise UserError(f"{self.url}: model {self.url.model!r} is not ready on {self.url.endpoint} (ready: "
-                            f"{', '.join(ready) or 'none'}); wait for it to load, or address one of those")
+            try:  # the repository index may be restricted (PyTriton guards it with a token)
+                index = self._call(lambda: self.client.get_model_repository_index(), "listing the models")
+                ready = sorted(item.get("name", "") for item in index if item.get("state") == "READY")
+                known = f" (ready: {', '.join(ready) or 'none'})"
+            except UserError:
+                known = ""
+            raise UserError(f"{self.url}: model {self.url.model!r} is not ready on {self.url.endpoint}{known}; wait "
+                            f"for it to load, or check the model name")
 
     def _read_metadata(self):
         parameters = self.config.get("parameters", {})
