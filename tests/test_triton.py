@@ -140,7 +140,7 @@ def served(model, folder):
 def test_served_run_writes_what_a_local_run_writes(served, local, folder):
     """results.json and the pictures of ``--engine triton://`` equal a local run's, byte for byte.
 
-    Mutation tried: ``pad_people`` writing ``count`` one less than the persons found → fails here."""
+    Mutation tried: ``runtime.serve.pose_model`` dropping each image's last person → fails here."""
     url, _, _ = served
     code, out, err = local_run(url, SAMPLES, folder / "served.json", folder / "served_pictures")
     assert code == 0, out + err
@@ -164,8 +164,8 @@ def test_concurrent_clients_get_their_own_people(served, model):
     """8 threads, each with its own client and image, 3 requests each, started together: every answer
     is that image's people from a local run, and Triton did batch requests of different clients.
 
-    Mutation tried: the server answering every request of a batch with the first image's people
-    (``found = [found[0]] * len(found)`` in ``runtime.serve.pose_model``) → fails here."""
+    Mutation tried: ``runtime.serve.pose_model`` dropping each image's last person → fails here (a
+    batch-order mix-up fails the same per-image comparison)."""
     from runtime.backends import open_backend
     from runtime.pipeline import PoseEstimator
 
@@ -217,8 +217,8 @@ def test_bad_request_gets_its_error_and_the_server_keeps_serving(served):
     """A float image, a 4-channel image and a side that is no multiple of 64 are each refused with an
     error for that request; a good request right after is answered.
 
-    Mutation tried: ``runtime.serve`` raising PyTriton's unrecoverable error on a bad batch (which
-    stops the server) → the good request after fails here."""
+    Guards against a bad batch taking the server down (PyTriton stops the server on its
+    ``PyTritonUnrecoverableError``): the good request after it must be answered."""
     _, _, port = served
     bad = [np.zeros((1, 256, 256, 3), np.float32), np.zeros((1, 256, 256, 4), np.uint8),
            np.zeros((1, 100, 256, 3), np.uint8)]
@@ -259,8 +259,8 @@ def test_sigterm_lets_in_flight_requests_finish(served):
     """Requests waiting in the batcher's queue (its delay is QUEUE_DELAY_US) when SIGTERM arrives are
     answered, then the server exits 0. Runs last against the module's server (it stops it).
 
-    Mutation tried: ``runtime.serve`` killing tritonserver (SIGKILL) instead of ``Triton.stop`` on
-    SIGTERM → the in-flight requests fail here."""
+    Guards the graceful path (``Triton.stop``: tritonserver drains, then the proxy closes); a shutdown
+    that kills the server first leaves the three clients with errors."""
     from runtime.backends import open_backend
     from runtime.pipeline import PoseEstimator
 
@@ -317,7 +317,7 @@ def bundled(repository, folder):
 
 def test_ensemble_of_the_repository_gives_the_local_people(bundled, local, folder):
     """The ensemble (Python-backend graph in ONNX Runtime → Python-backend people) writes the local
-    run's results.json. Mutation tried: people model taking ``tag_threshold`` from the detection
+    run's results.json. Mutation tried: the people model passing the detection threshold as the tag
     threshold → fails here."""
     _, url = bundled
     code, out, err = local_run(url, SAMPLES, folder / "ensemble.json")
@@ -465,3 +465,22 @@ def test_python_backend_environment_puts_this_libpython_first():
     env = python_backend_environment({"LD_LIBRARY_PATH": f"/usr/lib/x86_64-linux-gnu:{libdir}"})
     assert env["LD_LIBRARY_PATH"].split(":") == [libdir, "/usr/lib/x86_64-linux-gnu"]
     assert python_backend_environment({})["LD_LIBRARY_PATH"] == libdir
+
+
+def test_backend_stub_loads_this_interpreters_libpython():
+    """The dynamic loader, asked with the server's environment, resolves the stub's libpython inside
+    this interpreter's LIBDIR (without it, on this machine: Debian's /lib/x86_64-linux-gnu copy)."""
+    import shutil
+    import sysconfig
+
+    from pytriton.utils.distribution import get_stub_path
+
+    from runtime.tritonserver import server_environment
+
+    if not shutil.which("ldd") or sysconfig.get_config_var("Py_ENABLE_SHARED") != 1:
+        pytest.skip("needs ldd and a shared-library Python")
+    stub = get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}")
+    listing = subprocess.run(["ldd", str(stub)], env=server_environment(), capture_output=True, text=True,
+                             timeout=30).stdout
+    (line,) = [entry for entry in listing.splitlines() if "libpython" in entry]
+    assert str(Path(sysconfig.get_config_var("LIBDIR")).resolve()) in str(Path(line.split("=>")[1].split("(")[0].strip()).resolve())
