@@ -22,6 +22,7 @@ from runtime.errors import ModelFault, UserError
 from runtime.grouping import decode_people
 from runtime.preprocess import Prepared, prepare, read_image
 from runtime.results import Person, people_in_image
+from runtime.serving import unpad_people
 
 
 @dataclass
@@ -92,7 +93,12 @@ class PoseEstimator:
         return self.backend.run(self.feed(prepared if isinstance(prepared, list) else [prepared]))
 
     def group(self, outputs: dict[str, np.ndarray], index: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Grouping + refine of one image of the batch: persons ``[P, 17, 5]`` (map coordinates), scores."""
+        """Grouping + refine of one image of the batch: persons ``[P, 17, 5]`` (map coordinates), scores.
+
+        A backend that groups itself (a Triton server, ``runtime.serving``) returns the people instead
+        of the maps; they are read as they are."""
+        if "persons" in outputs:
+            return unpad_people(outputs, index)
         decode = self.metadata.decode
         return decode_people(outputs["candidates"][index], outputs["heatmap"][index], outputs["tags"][index],
                              decode.detection_threshold, decode.tag_threshold)
@@ -115,21 +121,25 @@ class PoseEstimator:
         people: list[list[Person]] = [[] for _ in images]
         times = StageTimes(read_warp=warped - start, images=len(images))
         for indices in runs:
-            batch = [prepared[i] for i in indices]
-            if self.decoder is None:
-                began = time.perf_counter()
-                outputs = self.run_graph(batch)
-                check_finite(outputs, self.backend)
-                ran = time.perf_counter()
-                found = [self.group(outputs, position) for position in range(len(indices))]
-                times.graph += ran - began
-                times.group_refine += time.perf_counter() - ran
-            else:
-                found = self._device_people(batch, times)
+            found = self.decode_batch([prepared[i] for i in indices], times)
             for (persons, scores), index in zip(found, indices):
                 people[index] = people_in_image(persons, scores, prepared[index].base_geometry)
         self.times.add(times)
         return people
+
+    def decode_batch(self, batch: list[Prepared], times: StageTimes) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Graph, grouping and refine of prepared images of equal input sizes (at most ``max_batch``):
+        ``(persons [P, 17, 5] in map coordinates, scores [P])`` per image, each stage timed into ``times``."""
+        if self.decoder is not None:
+            return self._device_people(batch, times)
+        began = time.perf_counter()
+        outputs = self.run_graph(batch)
+        check_finite(outputs, self.backend)
+        ran = time.perf_counter()
+        found = [self.group(outputs, position) for position in range(len(batch))]
+        times.graph += ran - began
+        times.group_refine += time.perf_counter() - ran
+        return found
 
     def _device_people(self, batch: list[Prepared], times: StageTimes) -> list[tuple[np.ndarray, np.ndarray]]:
         """Graph, grouping and refine on the GPU for one batch; each stage timed on its own."""

@@ -9,6 +9,7 @@ Examples:
   python -m runtime.run --checkpoint w32_512 --image a.jpg b.jpg --out people.json
   python -m runtime.run --engine w32.onnx --video clip.mp4 --out clip.json --device cuda
   python -m runtime.run --engine w32.plan --image-dir photos/ --out people.json   # TensorRT, on the GPU
+  python -m runtime.run --engine triton://127.0.0.1:8000/hrnet --image a.jpg --out people.json   # a Triton server
 
 A bad image (missing, empty, corrupt, too small or too large) is reported on stderr, one line each, and
 skipped; the others are processed and written. Exit codes: 0 every image done; 3 done, but some images
@@ -48,9 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m runtime.run", description=__doc__.split("\n\n")[0].split(" — ", 1)[1],
         epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     engine = parser.add_argument_group("model file")
-    engine.add_argument("--engine", type=Path, metavar="FILE",
+    engine.add_argument("--engine", metavar="FILE",
                         help="an exported model (.onnx from python -m export.onnx, or a TensorRT .plan from python -m "
-                             "export.trt); replaces the PyTorch flags below")
+                             "export.trt), or a served one: triton://HOST:PORT/MODEL (python -m runtime.serve); replaces "
+                             "the PyTorch flags below")
     engine.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the model runs: cpu, or cuda (an .onnx --engine needs onnxruntime-gpu, the PyTorch "
                              "reference a CUDA torch); a .plan always runs on the GPU (default: cpu)")
@@ -282,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise UserError(f"--batch {args.batch}: give at least 1")
-    if args.engine is not None and args.engine.is_dir():
+    if args.engine is not None and Path(args.engine).is_dir():
         raise UserError(f"--engine {args.engine}: is a directory; give the model file itself (an .onnx from "
                         f"python -m export.onnx or a .plan from python -m export.trt)")
     if args.video:

@@ -26,7 +26,12 @@ def open_backend(path: str | Path, device: str = "cpu") -> Backend:
 
     ``.onnx``: ONNX Runtime on ``device`` (cpu, cuda, cuda:N). ``.plan`` / ``.engine``: TensorRT, always
     on a GPU (cuda:N selects one; cpu means cuda:0), with the JSON sidecar ``export.trt`` wrote beside it.
+    ``triton://HOST:PORT/MODEL``: a model served by Triton (``runtime.backends.triton_backend``).
     """
+    if str(path).startswith("triton:"):
+        from runtime.backends.triton_backend import TritonBackend
+
+        return TritonBackend(str(path))
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a directory, not a model file; give the .onnx (python -m export.onnx) or "
