@@ -104,6 +104,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.zoo import SYNTHETIC_DEFAULT, cli_checkpoint, zoo_entry_for
 from runtime.cli import check_scales, parse_scales, run_cli
 from runtime.errors import UserError, require
 from runtime.files import publish
@@ -113,7 +114,6 @@ OPSET = 17
 # Input sides must be multiples of this: what runtime.preprocess produces for every scale.
 INPUT_MULTIPLE = 64
 EXPORTER = "torch.onnx TorchScript exporter (dynamo=False)"
-SYNTHETIC_DEFAULT = "synthetic:0"
 OUTPUT_NAMES = ("candidates", "heatmap", "tags")
 MAX_BYTES = 2 * 1024**3  # protobuf's limit for one message: above it weights need external data
 # Keys beside ModelMetadata's own in metadata_props (ModelMetadata.from_props ignores them).
@@ -644,9 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arch", required=True, choices=ARCHS, help="network width (required)")
     parser.add_argument("--input-size", type=int, choices=INPUT_SIZES, default=512,
                         help="short side of the network input the checkpoint was trained for (default: 512)")
-    parser.add_argument("--checkpoint", default=SYNTHETIC_DEFAULT,
+    parser.add_argument("--checkpoint",
                         help="a .pth file, a zoo name (w32_512, w32_640, w48_512), or synthetic:SEED "
-                             f"(default: {SYNTHETIC_DEFAULT}: deterministic random weights, NOT a trained model)")
+                             "(default: the released checkpoint of --arch and --input-size when it is cached or downloads, else synthetic:0 with a note; synthetic:SEED is deterministic random weights, NOT a trained model)")
     parser.add_argument("--opset", type=int, default=OPSET,
                         help=f"ONNX opset, 13-20 (default: {OPSET}, which TensorRT 8.5+, TensorRT 10 and ONNX Runtime "
                              f"all parse)")
@@ -722,11 +722,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.skip_verify and not args.verify_image.is_file():
         raise UserError(f"--verify-image {args.verify_image}: no such image file")
 
+    args.checkpoint = cli_checkpoint(args.checkpoint, args.arch, args.input_size)
     _stage(f"[1/4] loading HigherHRNet-{args.arch.upper()} weights ({args.checkpoint})")
     built = build(args.arch, args.checkpoint, args.input_size, args.scales, precision)
     if built.metadata.checkpoint.startswith("synthetic:"):
-        _stage("      note: synthetic weights are deterministic random numbers, not a trained model; "
-               "pass --checkpoint w32_512 (or a .pth file) for a useful export")
+        entry = zoo_entry_for(args.arch, args.input_size)
+        _stage("      note: synthetic weights are deterministic random numbers, not a trained model; pass "
+               f"--checkpoint {entry.alias if entry else 'PATH'} (or a .pth file) for a useful export")
     _stage(f"[2/4] exporting with the {EXPORTER}, opset {args.opset}, "
            f"scales {list(built.metadata.decode.scales)}"
            + ("" if precision == "fp32" else f", network {precision} (BatchNorm folded in fp32), decode fp32"))

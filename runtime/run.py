@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from runtime.cli import check_scales, parse_scales, run_cli
+from runtime.draw import PictureStyle
 from runtime.errors import UserError
 from runtime.metadata import ARCHS, INPUT_SIZES
 
-SYNTHETIC_DEFAULT = "synthetic:0"
 
 
 def bundled_samples() -> list[Path]:
@@ -50,10 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--arch", choices=ARCHS, default="w32", help="network width (default: w32)")
     model.add_argument("--input-size", type=int, choices=INPUT_SIZES, default=512,
                        help="short side of the network input, as the checkpoint was trained (default: 512)")
-    model.add_argument("--checkpoint", default=SYNTHETIC_DEFAULT,
+    model.add_argument("--checkpoint",
                        help="a .pth file, a zoo name (w32_512, w32_640, w48_512 or the mmpose file name, "
                             "downloaded to a cache), or synthetic:SEED for deterministic random weights "
-                            f"(default: {SYNTHETIC_DEFAULT} — not a trained model)")
+                            "(default: the released checkpoint of --arch and --input-size when it is cached or downloads, else synthetic:0 with a note; synthetic:SEED is deterministic random weights, NOT a trained model)")
     model.add_argument("--scales", type=parse_scales, default=(1.0,),
                        help="test scales, must include 1, e.g. 2,1,0.5 for multi-scale (default: 1)")
     io = parser.add_argument_group("images and results")
@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--out", type=Path, default=Path("results.json"),
                     help="COCO keypoint results json, one entry per person (default: results.json)")
     io.add_argument("--draw", type=Path, metavar="DIR", help="write a skeleton picture per image (or frame) into DIR")
+    io.add_argument("--min-score", type=float, metavar="S",
+                    help="keep only people whose score is at least S, in results and pictures (default: results "
+                         f"keep everyone, as COCO evaluation needs; pictures show people from {PictureStyle.min_score})")
+    io.add_argument("--max-people", type=int, metavar="N",
+                    help="keep at most the N best-scoring people per image, in results and pictures (default: all)")
     io.add_argument("--batch", type=int, default=4, metavar="N",
                     help="images per graph run when their input sizes are equal (default: 4)")
     return parser
@@ -90,9 +95,23 @@ def describe(estimator) -> str:
     if refused:
         text += f"\nnote: running without CUDA graphs (ONNX Runtime refused them: {refused})"
     if meta.checkpoint.startswith("synthetic:"):
-        text += ("\nnote: synthetic weights — deterministic random numbers, not a trained model; the people found "
-                 "are meaningless as poses. Pass --checkpoint w32_512 (or a .pth file) for real results.")
+        text += "\nnote: synthetic weights — deterministic random numbers, not a trained model; the people found " \
+                "are meaningless as poses. " + real_weights_hint(estimator.backend, meta)
     return text
+
+
+def real_weights_hint(backend, meta) -> str:
+    """How to get real people from this model: a checkpoint for the PyTorch path, a new export for a file."""
+    from export.zoo import zoo_entry_for
+
+    entry = zoo_entry_for(meta.arch, meta.input_size)
+    weights = f"--checkpoint {entry.alias}" if entry else "--checkpoint PATH"
+    path = getattr(backend, "path", None)
+    if path is None:
+        return f"Pass {weights} (or a .pth file) for real results."
+    scales = "" if meta.decode.scales == (1.0,) else " --scales " + ",".join(f"{s:g}" for s in meta.decode.scales)
+    return (f"{path} was exported from them: export real weights with python -m export.onnx --arch {meta.arch} "
+            f"--input-size {meta.input_size}{scales} {weights}.")
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -161,6 +180,16 @@ def chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
+def kept_people(people: list, min_score: float | None, max_people: int | None) -> list:
+    """The people a run keeps: score at least ``min_score``, then the ``max_people`` best, in results order."""
+    if min_score is not None:
+        people = [p for p in people if p.score >= min_score]
+    if max_people is not None and len(people) > max_people:
+        best = sorted(range(len(people)), key=lambda i: -people[i].score)[:max_people]
+        people = [people[i] for i in sorted(best)]
+    return people
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -169,10 +198,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise UserError(f"--batch {args.batch}: give at least 1")
+    if args.max_people is not None and args.max_people < 1:
+        raise UserError(f"--max-people {args.max_people}: give at least 1")
+    if args.min_score is not None and not 0 <= args.min_score <= 1:
+        raise UserError(f"--min-score {args.min_score}: person scores lie in 0..1; give a value in that range")
     count, sources = image_sources(args)
+    if not args.engine:
+        from export.zoo import cli_checkpoint
+
+        args.checkpoint = cli_checkpoint(args.checkpoint, args.arch, args.input_size)
     check_writable(args.out)
     estimator = open_estimator(args)
     print(describe(estimator))
+    style = PictureStyle(min_score=PictureStyle.min_score if args.min_score is None else args.min_score,
+                         max_people=args.max_people, synthetic=estimator.metadata.checkpoint.startswith("synthetic:"))
 
     results: list[dict] = []
     start = time.perf_counter()
@@ -185,17 +224,20 @@ def run(args: argparse.Namespace) -> int:
             except UserError as error:
                 raise UserError(f"{', '.join(name for name, _, _ in chunk)}: {error}") from None
             each = (time.perf_counter() - began) / len(chunk)
+            timing = f"{each:.2f} s" if len(chunk) == 1 else f"{each:.2f} s, the average of a batch of {len(chunk)}"
             for (name, number, _), image, found in zip(chunk, images, people):
+                found = kept_people(found, args.min_score, args.max_people)
                 results.extend(coco_results(number, found))
                 if args.draw:
-                    write_picture(args.draw / f"{Path(name).stem}.jpg", image, found)
+                    write_picture(args.draw / f"{Path(name).stem}.jpg", image, found, style)
                 height, width = image.shape[:2]
-                progress.write(f"{name}: {len(found)} people ({width}x{height}, {each:.2f} s)")
+                progress.write(f"{name}: {len(found)} {'person' if len(found) == 1 else 'people'} "
+                               f"({width}x{height}, {timing})")
                 progress.update()
     write_json(args.out, results)
     elapsed = time.perf_counter() - start
     images_done = estimator.times.images
-    print(f"wrote {len(results)} people from {images_done} images to {args.out} ({elapsed:.1f} s, "
+    print(f"wrote {len(results)} people from {images_done} image{'' if images_done == 1 else 's'} to {args.out} ({elapsed:.1f} s, "
           f"{images_done / elapsed:.2f} images/s)" + (f"; pictures in {args.draw}" if args.draw else ""))
     return 0
 

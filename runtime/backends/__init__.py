@@ -29,7 +29,9 @@ def open_backend(path: str | Path, device: str = "cpu") -> Backend:
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such model file; export one with `python -m export.onnx` or check the path")
+        maker = ("build one from an ONNX file with `python -m export.trt --onnx FILE`"
+                 if path.suffix.lower() in (".plan", ".engine") else "export one with `python -m export.onnx`")
+        raise UserError(f"{path}: no such model file; {maker} or check the path")
     if path.suffix.lower() == ".onnx":
         from runtime.backends.onnx_backend import OnnxBackend
 
