@@ -90,7 +90,8 @@ def open_estimator(args: argparse.Namespace):
 def describe(estimator) -> str:
     meta = estimator.metadata
     text = (f"model: {estimator.backend.name}, HigherHRNet-{meta.arch.upper()} input {meta.input_size}, "
-            f"scales {list(meta.decode.scales)}, {meta.precision}, weights {meta.checkpoint}")
+            f"scales {list(meta.decode.scales)}, {meta.precision}, weights {meta.checkpoint}"
+            + ("" if meta.decode.flip else ", flip test off"))
     refused = getattr(estimator.backend, "cuda_graph_refused", None)
     if refused:
         text += f"\nnote: running without CUDA graphs (ONNX Runtime refused them: {refused})"
