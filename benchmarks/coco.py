@@ -154,8 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from runtime.progress import progress
     from runtime.results import coco_results, write_json
 
     coco = CocoSet.open(args.coco_root, args.ann)
@@ -175,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         estimator = PoseEstimator(open_torch(args.arch, args.checkpoint, args.input_size, scales))
         people_of = lambda im: estimator.estimate_file(im.path)
     results: list[dict] = []
-    for image in tqdm(images, unit="img", disable=not sys.stderr.isatty()):
+    for image in progress(images, len(images), "rendered decode" if args.rendered else "images"):
         results.extend(coco_results(image.id, people_of(image)))
     if args.out:
         write_json(args.out, results)
