@@ -136,8 +136,8 @@ def add_dataset_and_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ann", type=Path, help="person_keypoints json (default: the mini set's)")
     parser.add_argument("--arch", choices=("w32", "w48"), default="w32", help="(default: w32)")
     parser.add_argument("--input-size", type=int, choices=(512, 640), default=512, help="(default: 512)")
-    parser.add_argument("--checkpoint", default="synthetic:0",
-                        help="PATH, zoo name or synthetic:SEED (default: synthetic:0, NOT a trained model)")
+    parser.add_argument("--checkpoint",
+                        help="PATH, zoo name or synthetic:SEED (default: the released checkpoint of --arch and --input-size when it is cached or downloads, else synthetic:0 with a note; synthetic:SEED is deterministic random weights, NOT a trained model)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,8 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from runtime.progress import progress
     from runtime.results import coco_results, write_json
 
     coco = CocoSet.open(args.coco_root, args.ann)
@@ -175,11 +174,14 @@ def run(args: argparse.Namespace) -> int:
         from runtime.cli import check_scales
         from runtime.pipeline import PoseEstimator
 
+        from export.zoo import cli_checkpoint
+
         scales = check_scales(args.scales)
+        args.checkpoint = cli_checkpoint(args.checkpoint, args.arch, args.input_size)
         estimator = PoseEstimator(open_torch(args.arch, args.checkpoint, args.input_size, scales))
         people_of = lambda im: estimator.estimate_file(im.path)
     results: list[dict] = []
-    for image in tqdm(images, unit="img", disable=not sys.stderr.isatty()):
+    for image in progress(images, len(images), "rendered decode" if args.rendered else "images"):
         results.extend(coco_results(image.id, people_of(image)))
     if args.out:
         write_json(args.out, results)

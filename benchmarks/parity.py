@@ -113,7 +113,7 @@ def checkpoint_identity(spec: str) -> str:
     path = Path(spec).expanduser()
     if path.is_file():
         return "sha256:" + file_sha256(path)
-    from export.checkpoint import ZOO
+    from export.zoo import ZOO
 
     if spec in ZOO:  # the zoo file is verified against the sha256 prefix in its name when it is loaded
         return "zoo:" + ZOO[spec].name
@@ -521,7 +521,7 @@ def golden_check(rows: list[dict]) -> dict:
 def published_numbers(args: argparse.Namespace, is_mini: bool, measured: dict[str, float]) -> dict | None:
     if args.rendered or is_mini:
         return None
-    from export.checkpoint import MULTISCALE_SCALES, ZOO
+    from export.zoo import MULTISCALE_SCALES, ZOO
 
     entry = ZOO.get(args.checkpoint)
     if entry is None or entry.arch != args.arch or entry.input_size != args.input_size:
@@ -693,6 +693,12 @@ def run(args: argparse.Namespace) -> int:
     from runtime.results import write_json
 
     args.scales = check_scales(tuple(args.scales))
+    if args.rendered:  # rendered outputs replace the network: its weights take no part
+        args.checkpoint = args.checkpoint or "synthetic:0"
+    else:
+        from export.zoo import cli_checkpoint
+
+        args.checkpoint = cli_checkpoint(args.checkpoint, args.arch, args.input_size)
     if args.rendered and args.scales != (1.0,):
         raise UserError("--rendered: single scale only (the renderer draws scale-1 network outputs); drop --scales")
     if args.limit is not None and args.limit < 1:

@@ -5,82 +5,31 @@ A checkpoint is named in one of three ways (the ``--checkpoint`` flag of every C
 * a path to a file: an mmpose 0.x checkpoint (``{'meta', 'state_dict', ...}``), a bare state dict,
   a file of the original HigherHRNet repo (same sub-names without the ``backbone.`` /
   ``keypoint_head.`` prefixes), any of them possibly with DataParallel's ``module.`` prefix;
-* a zoo name (``ZOO``): one of the three released mmpose checkpoints, by file stem or short alias
-  (``w32_512``, ``w32_640``, ``w48_512``), looked up in the cache folder and downloaded there once;
+* a zoo name (``export.zoo.ZOO``): one of the three released mmpose checkpoints, by file stem or
+  short alias (``w32_512``, ``w32_640``, ``w48_512``), looked up in the cache folder and downloaded
+  there once;
 * ``synthetic:SEED``: deterministic weights from ``export.synthetic_weights`` (used by the goldens).
 
 Files are read with ``torch.load(weights_only=True)``, so a file that carries pickled code is
 refused instead of executed. The state dict is then checked against the model's own keys and shapes;
 every problem a user can fix surfaces as one ``UserError`` naming the file and the fix.
-
-``ZOO`` is the single table of released weights that the CLIs, this loader and the parity report read.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
-import sys
-import tempfile
-import urllib.error
-import urllib.request
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Mapping
 
 import torch
 
 from export.model import ARCHS, HigherHRNet, build_model
 from export.synthetic_weights import synthetic_state_dict
+from export.zoo import SYNTHETIC_PREFIX, ZOO, ZOO_ENTRIES, _fetch_zoo
 from runtime.errors import UserError
-from runtime.files import CACHE_ENV, cache_dir, file_sha256
-
-ZOO_BASE_URL = "https://download.openmmlab.com/mmpose/bottom_up/"
-SYNTHETIC_PREFIX = "synthetic:"
-MULTISCALE_SCALES = (2, 1, 0.5)  # the scales of the published ``AP_ms``
-
-
-@dataclass(frozen=True)
-class ZooEntry:
-    """One released checkpoint: where it lives, what it is, what it scored (SPEC §1, COCO val2017).
-
-    ``metrics`` holds the published single-scale flip-test numbers ``AP``, ``AP50``, ``AP75``,
-    ``AR``, ``AR50`` and ``AP_ms`` (multi-scale ``MULTISCALE_SCALES``).
-    """
-
-    name: str  # the file stem, e.g. higher_hrnet32_coco_512x512-8ae85183_20200713
-    alias: str  # short name, e.g. w32_512
-    url: str
-    sha256_prefix: str  # the 8 hex digits in the file name: the file's sha256 starts with them
-    arch: str
-    input_size: int  # S: the short side of the network input
-    metrics: Mapping[str, float] = field(hash=False)
-
-    @property
-    def filename(self) -> str:
-        return self.name + ".pth"
-
-
-def _entry(stem: str, alias: str, arch: str, size: int, ap, ap50, ap75, ar, ar50, ap_ms) -> ZooEntry:
-    sha = stem.rsplit("-", 1)[1].split("_", 1)[0]
-    metrics = {"AP": ap, "AP50": ap50, "AP75": ap75, "AR": ar, "AR50": ar50, "AP_ms": ap_ms}
-    return ZooEntry(stem, alias, f"{ZOO_BASE_URL}{stem}.pth", sha, arch, size, MappingProxyType(metrics))
-
-
-ZOO_ENTRIES: tuple[ZooEntry, ...] = (
-    _entry("higher_hrnet32_coco_512x512-8ae85183_20200713", "w32_512", "w32", 512,
-           0.677, 0.870, 0.738, 0.723, 0.890, 0.706),
-    _entry("higher_hrnet32_coco_640x640-a22fe938_20200712", "w32_640", "w32", 640,
-           0.686, 0.871, 0.747, 0.733, 0.898, 0.706),
-    _entry("higher_hrnet48_coco_512x512-60fedcbc_20200712", "w48_512", "w48", 512,
-           0.686, 0.873, 0.741, 0.731, 0.892, 0.716),
-)
-
-# Every accepted zoo name (file stem and alias) -> its entry.
-ZOO: dict[str, ZooEntry] = {n: e for e in ZOO_ENTRIES for n in (e.name, e.alias)}
+from runtime.files import file_sha256
 
 # First component of an unprefixed (original HigherHRNet repo) key -> the mmpose prefix it gets.
 _ORIGINAL_REPO_ROOTS = {
@@ -112,12 +61,6 @@ def load_model(arch: str, checkpoint: str) -> tuple[HigherHRNet, str]:
     state, provenance = _resolve(checkpoint, arch, model.state_dict())
     model.load_state_dict(state, strict=True)
     return model.eval(), provenance
-
-
-def zoo_path(name: str) -> Path:
-    """The local file of a zoo checkpoint, downloading and verifying it on first use."""
-    entry = _zoo_entry(name)
-    return _fetch_zoo(entry)[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,83 +108,6 @@ def _resolve(spec: str, arch: str, template: Mapping[str, torch.Tensor]) -> tupl
 
 def _looks_like_path(spec: str) -> bool:
     return os.sep in spec or "/" in spec or spec.lower().endswith(_CHECKPOINT_SUFFIXES) or spec.startswith(("~", "."))
-
-
-def _zoo_entry(name: str) -> ZooEntry:
-    if name not in ZOO:
-        raise UserError(f"unknown zoo checkpoint {name!r}: known names are {', '.join(ZOO)}")
-    return ZOO[name]
-
-
-# ----------------------------------------------------------------------------------------------
-# Zoo cache and download
-
-
-def _urlopen(url: str):
-    """Open ``url`` for reading (the single network access of this module; tests replace it)."""
-    return urllib.request.urlopen(url, timeout=60)
-
-
-def _fetch_zoo(entry: ZooEntry) -> tuple[Path, str]:
-    """Path and sha256 of the zoo file in the cache, downloading it first if it is not there."""
-    target = cache_dir() / entry.filename
-    if os.path.lexists(target):
-        if target.is_dir() or not target.is_file():
-            raise UserError(f"zoo checkpoint {target} is not a regular file: remove it and retry")
-        digest = file_sha256(target)
-        if not digest.startswith(entry.sha256_prefix):
-            raise UserError(
-                f"zoo checkpoint {target} has sha256 {digest[:16]}..., expected it to start with "
-                f"{entry.sha256_prefix}: the file is corrupt, incomplete or a different checkpoint; delete it "
-                f"and download {entry.url} again (or pass --checkpoint PATH)")
-        return target, digest
-    return target, _download(entry, target)
-
-
-def _download(entry: ZooEntry, target: Path) -> str:
-    """Download ``entry`` to ``target`` (temporary file beside it, renamed when verified); return sha256."""
-    manual = (f"download {entry.url} yourself and save it as {target} (or set {CACHE_ENV} to the folder "
-              f"holding {entry.filename}), or pass --checkpoint PATH to a local copy")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.filename}.", suffix=".part", dir=target.parent)
-    except OSError as exc:
-        raise UserError(f"cannot write to the checkpoint cache {target.parent} ({exc}): {manual}") from None
-    tmp = Path(tmp_name)
-    digest = hashlib.sha256()
-    try:
-        try:
-            with os.fdopen(fd, "wb") as out, _urlopen(entry.url) as response:
-                _copy_with_progress(response, out, digest, entry.filename)
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise UserError(f"could not download zoo checkpoint {entry.alias} ({reason}): {manual}") from None
-        hexdigest = digest.hexdigest()
-        if not hexdigest.startswith(entry.sha256_prefix):
-            raise UserError(f"downloaded {entry.url} has sha256 {hexdigest[:16]}..., expected it to start with "
-                            f"{entry.sha256_prefix} (damaged transfer?): retry, or {manual}")
-        os.replace(tmp, target)
-        return hexdigest
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _copy_with_progress(response, out, digest, label: str) -> None:
-    from tqdm import tqdm
-
-    headers = getattr(response, "headers", None)
-    length = headers.get("Content-Length") if headers is not None else None
-    total = int(length) if length and str(length).isdigit() else None
-    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-              disable=not sys.stdout.isatty()) as bar:
-        while True:
-            chunk = response.read(1 << 20)
-            if not chunk:
-                break
-            out.write(chunk)
-            digest.update(chunk)
-            bar.update(len(chunk))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -60,9 +60,15 @@ class Decode(nn.Module):
     """Raw network outputs of every scale → ``(candidates, heatmap, tags)``.
 
     Input: one ``(y0, y1)`` pair per scale (largest first), batch ``2N``: the raw outputs of the N
-    images, then those of their flipped copies. Outputs at the base size ``H × W``:
-    ``candidates [N, 17, k, 5]`` (adjusted x, y, val, tag0, tag1), ``heatmap [N, 17, H, W]`` and
-    ``tags [N, 17, H, W, 2]`` (original and flipped tag of each pixel, SPEC §5.3).
+    images, then those of their flipped copies (batch ``N``, the images alone, when ``config.flip``
+    is off). Outputs at the base size ``H × W``: ``candidates [N, 17, k, 5]`` (adjusted x, y, val,
+    tag0, tag1), ``heatmap [N, 17, H, W]`` and ``tags [N, 17, H, W, 2]`` (original and flipped tag of
+    each pixel, SPEC §5.3).
+
+    Without the flip test the reference's tags have one component. The second component is then 0:
+    every distance grouping and refine take is ``sqrt(d0² + 0)``, which is ``|d0|`` exactly (the
+    square root of a correctly rounded square is exact), so people are those of a one-component
+    tag, and every consumer keeps one layout.
     """
 
     def __init__(self, config: DecodeConfig) -> None:
@@ -81,14 +87,20 @@ class Decode(nn.Module):
         total = None
         tags = None
         for index, (y0, y1) in enumerate(outputs):
-            n = y0.shape[0] // 2
-            passes = ((y0[:n], y1[:n]), (self._unflip(y0[n:]), self._unflip(y1[n:])))
-            original, flipped = [(_resize(a[:, :NUM_JOINTS], height, width) + _resize(b, height, width)) / 2.0
-                                 for a, b in passes]
-            heatmap = (original + flipped) / 2.0
+            if self.config.flip:
+                n = y0.shape[0] // 2
+                passes = ((y0[:n], y1[:n]), (self._unflip(y0[n:]), self._unflip(y1[n:])))
+            else:
+                passes = ((y0, y1),)
+            stage_averages = [(_resize(a[:, :NUM_JOINTS], height, width) + _resize(b, height, width)) / 2.0
+                              for a, b in passes]
+            heatmap = (stage_averages[0] + stage_averages[1]) / 2.0 if self.config.flip else stage_averages[0]
             total = heatmap if total is None else total + heatmap
             if index == self.config.base:
-                tags = torch.stack([_resize(a[:, NUM_JOINTS:], height, width) for a, _ in passes], dim=4)
+                pass_tags = [_resize(a[:, NUM_JOINTS:], height, width) for a, _ in passes]
+                if not self.config.flip:
+                    pass_tags.append(torch.zeros_like(pass_tags[0]))
+                tags = torch.stack(pass_tags, dim=4)
         if len(outputs) > 1:
             total = total / float(len(outputs))
         return total, tags
@@ -132,7 +144,7 @@ class DecodeOnly(nn.Module):
     """``Decode`` with the raw outputs as its only inputs: ``forward(y0, y1, y0, y1, ...)``.
 
     One ``(y0, y1)`` pair per scale, largest first, each of batch ``2N`` as ``Decode`` takes them (the
-    N images, then their flipped copies). The base size is ``Y0_STRIDE`` times the scale-1 ``y0``:
+    N images, then their flipped copies; ``N`` without the flip test). The base size is ``Y0_STRIDE`` times the scale-1 ``y0``:
     exactly the scale-1 network input, whose sides are multiples of 32 (SPEC §3).
     """
 
@@ -174,6 +186,7 @@ class DecodeGraph(nn.Module):
 
     def forward(self, *images: torch.Tensor):
         inputs = [self.normalize(image) for image in images]
-        outputs = [self._run_network(torch.cat([x, torch.flip(x, dims=[3])], dim=0)) for x in inputs]
+        batches = [torch.cat([x, torch.flip(x, dims=[3])], dim=0) if self.config.flip else x for x in inputs]
+        outputs = [self._run_network(batch) for batch in batches]
         base = inputs[self.config.base]
         return self.decode(outputs, base.shape[2], base.shape[3])

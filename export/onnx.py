@@ -103,6 +103,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.zoo import SYNTHETIC_DEFAULT, cli_checkpoint, zoo_entry_for
 from runtime.cli import check_scales, parse_scales, run_cli
 from runtime.errors import UserError, require
 from runtime.files import check_output_file, publish, write_temporary
@@ -112,7 +113,6 @@ OPSET = 17
 # Input sides must be multiples of this: what runtime.preprocess produces for every scale.
 INPUT_MULTIPLE = 64
 EXPORTER = "torch.onnx TorchScript exporter (dynamo=False)"
-SYNTHETIC_DEFAULT = "synthetic:0"
 OUTPUT_NAMES = ("candidates", "heatmap", "tags")
 MAX_BYTES = 2 * 1024**3  # protobuf's limit for one message: above it weights need external data
 # Keys beside ModelMetadata's own in metadata_props (ModelMetadata.from_props ignores them).
@@ -170,8 +170,10 @@ class Built:
 
 
 def build(arch: str, checkpoint: str = SYNTHETIC_DEFAULT, input_size: int = 512,
-          scales: tuple[float, ...] = (1.0,), precision: str = "fp32") -> Built:
+          scales: tuple[float, ...] = (1.0,), precision: str = "fp32", flip: bool = True) -> Built:
     """Load ``arch`` with ``checkpoint`` and wrap it in the DecodeGraph that gets exported.
+
+    ``flip=False``: a graph without the flip test (one network pass per image; SPEC §5).
 
     ``precision="fp16"``: the exported graph runs a folded, half-precision copy of the network; the
     FP32 graph is kept as ``Built.reference``. ``weights_sha256`` is always that of the FP32 weights.
@@ -184,7 +186,7 @@ def build(arch: str, checkpoint: str = SYNTHETIC_DEFAULT, input_size: int = 512,
         raise UserError(f"--input-size {input_size}: choose one of {', '.join(map(str, INPUT_SIZES))}")
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)} (INT8: python -m calib)")
-    decode = DecodeConfig(scales=check_scales(tuple(scales)))
+    decode = DecodeConfig(scales=check_scales(tuple(scales)), flip=flip)
     network, provenance = load_model(arch, checkpoint)
     metadata = ModelMetadata(arch=arch, input_size=input_size, decode=decode, checkpoint=provenance,
                              precision=precision)
@@ -638,9 +640,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arch", required=True, choices=ARCHS, help="network width (required)")
     parser.add_argument("--input-size", type=int, choices=INPUT_SIZES, default=512,
                         help="short side of the network input the checkpoint was trained for (default: 512)")
-    parser.add_argument("--checkpoint", default=SYNTHETIC_DEFAULT,
+    parser.add_argument("--checkpoint",
                         help="a .pth file, a zoo name (w32_512, w32_640, w48_512), or synthetic:SEED "
-                             f"(default: {SYNTHETIC_DEFAULT}: deterministic random weights, NOT a trained model)")
+                             "(default: the released checkpoint of --arch and --input-size when it is cached or downloads, else synthetic:0 with a note; synthetic:SEED is deterministic random weights, NOT a trained model)")
+    parser.add_argument("--no-flip", action="store_true",
+                        help="leave out the flip test: one network pass per image instead of two (about half the "
+                             "network time, lower accuracy); the file's metadata says so (default: flip test on, "
+                             "as the reference evaluates)")
     parser.add_argument("--opset", type=int, default=OPSET,
                         help=f"ONNX opset, 13-20 (default: {OPSET}, which TensorRT 8.5+, TensorRT 10 and ONNX Runtime "
                              f"all parse)")
@@ -704,6 +710,7 @@ def _check_file(path: Path, feed, reference, label: str, precision: str = "fp32"
 
 
 def run(args: argparse.Namespace) -> int:
+    args.checkpoint = cli_checkpoint(args.checkpoint, args.arch, args.input_size)  # before any heavy import
     require("onnx", "export")
     precision = getattr(args, "precision", "fp32")
     target = args.output or Path(f"{args.arch}.onnx" if precision == "fp32" else f"{args.arch}.{precision}.onnx")
@@ -718,14 +725,16 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(target, "-o")
 
     _stage(f"[1/4] loading HigherHRNet-{args.arch.upper()} weights ({args.checkpoint})")
-    built = build(args.arch, args.checkpoint, args.input_size, args.scales, precision)
+    built = build(args.arch, args.checkpoint, args.input_size, args.scales, precision, flip=not args.no_flip)
     check_output_file(target, "-o", need_bytes=file_size_estimate(built) * (2 if args.simplify else 1))
     if built.metadata.checkpoint.startswith("synthetic:"):
-        _stage("      note: synthetic weights are deterministic random numbers, not a trained model; "
-               "pass --checkpoint w32_512 (or a .pth file) for a useful export")
+        entry = zoo_entry_for(args.arch, args.input_size)
+        _stage("      note: synthetic weights are deterministic random numbers, not a trained model; pass "
+               f"--checkpoint {entry.alias if entry else 'PATH'} (or a .pth file) for a useful export")
     _stage(f"[2/4] exporting with the {EXPORTER}, opset {args.opset}, "
            f"scales {list(built.metadata.decode.scales)}"
-           + ("" if precision == "fp32" else f", network {precision} (BatchNorm folded in fp32), decode fp32"))
+           + ("" if precision == "fp32" else f", network {precision} (BatchNorm folded in fp32), decode fp32")
+           + ("" if built.metadata.decode.flip else ", no flip test"))
     start = time.perf_counter()
     model = export_model(built, args.opset)
     _stage(f"      {len(model.graph.node)} nodes, {model.ByteSize() / 1024**2:.1f} MiB "

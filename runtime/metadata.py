@@ -23,13 +23,16 @@ SCALE_RANGE = (0.25, 4.0)
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """Decode parameters of the reference's HigherHRNet test config (mmpose 0.29; flip test always on).
+    """Decode parameters of the reference's HigherHRNet test config (mmpose 0.29).
 
     ``scales`` are sorted largest first and must contain 1 (tags are read there). The two thresholds
-    are applied by the grouping, not in the graph; they travel as metadata.
+    are applied by the grouping, not in the graph; they travel as metadata. ``flip`` is the flip test
+    (SPEC §5, on in the reference's config): off, the network runs once per image instead of twice,
+    the heatmap is the stage average of that one pass and each pixel's tag is that pass's alone.
     """
 
     scales: tuple[float, ...] = (1.0,)
+    flip: bool = True
     top_k: int = 30
     nms_kernel: int = 5
     detection_threshold: float = 0.1

@@ -33,9 +33,9 @@ import numpy as np
 
 from runtime.cli import EXIT_SKIPPED, EXIT_USER_ERROR, check_scales, parse_scales, run_cli
 from runtime.errors import Interrupted, ModelFault, UserError
+from runtime.draw import PictureStyle
 from runtime.metadata import ARCHS, INPUT_SIZES
 
-SYNTHETIC_DEFAULT = "synthetic:0"
 
 
 def bundled_samples() -> list[Path]:
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--checkpoint",
                        help="a .pth file, a zoo name (w32_512, w32_640, w48_512 or the mmpose file name, "
                             "downloaded to a cache), or synthetic:SEED for deterministic random weights "
-                            f"(default: {SYNTHETIC_DEFAULT} — not a trained model)")
+                            "(default: the released checkpoint of --arch and --input-size when it is cached or downloads, else synthetic:0 with a note; synthetic:SEED is deterministic random weights, NOT a trained model)")
     model.add_argument("--scales", type=parse_scales,
                        help="test scales, must include 1, each from 0.25 to 4, e.g. 2,1,0.5 for multi-scale "
                             "(default: 1). With --engine these flags may only repeat what the file holds")
@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="COCO keypoint results json, one entry per person (default: results.json)")
     io.add_argument("--draw", type=Path, metavar="DIR",
                     help="write a skeleton picture per image (or frame) into DIR, a folder that holds no input")
+    io.add_argument("--min-score", type=float, metavar="S",
+                    help="keep only people whose score is at least S, in results and pictures (default: results "
+                         f"keep everyone, as COCO evaluation needs; pictures show people from {PictureStyle.min_score})")
+    io.add_argument("--max-people", type=int, metavar="N",
+                    help="keep at most the N best-scoring people per image, in results and pictures (default: all)")
     io.add_argument("--batch", type=int, default=4, metavar="N",
                     help="images per graph run when their input sizes are equal (default: 4)")
     io.add_argument("--strict", action="store_true",
@@ -103,7 +108,7 @@ def open_estimator(args: argparse.Namespace):
             backend.close()
             raise
     else:
-        backend = open_torch(args.arch or "w32", args.checkpoint or SYNTHETIC_DEFAULT, args.input_size or 512,
+        backend = open_torch(args.arch or "w32", args.checkpoint, args.input_size or 512,
                              check_scales(args.scales or (1.0,)), device=args.device)
     try:
         return PoseEstimator(backend, grouping=args.grouping)
@@ -143,14 +148,29 @@ def check_engine_flags(args: argparse.Namespace, meta) -> None:
 def describe(estimator) -> str:
     meta = estimator.metadata
     text = (f"model: {estimator.backend.name}, HigherHRNet-{meta.arch.upper()} input {meta.input_size}, "
-            f"scales {list(meta.decode.scales)}, {meta.precision}, weights {meta.checkpoint}")
+            f"scales {list(meta.decode.scales)}, {meta.precision}, weights {meta.checkpoint}"
+            + ("" if meta.decode.flip else ", flip test off"))
     refused = getattr(estimator.backend, "cuda_graph_refused", None)
     if refused:
         text += f"\nnote: running without CUDA graphs (ONNX Runtime refused them: {refused})"
     if meta.checkpoint.startswith("synthetic:"):
-        text += ("\nnote: synthetic weights — deterministic random numbers, not a trained model; the people found "
-                 "are meaningless as poses. Pass --checkpoint w32_512 (or a .pth file) for real results.")
+        text += "\nnote: synthetic weights — deterministic random numbers, not a trained model; the people found " \
+                "are meaningless as poses. " + real_weights_hint(estimator.backend, meta)
     return text
+
+
+def real_weights_hint(backend, meta) -> str:
+    """How to get real people from this model: a checkpoint for the PyTorch path, a new export for a file."""
+    from export.zoo import zoo_entry_for
+
+    entry = zoo_entry_for(meta.arch, meta.input_size)
+    weights = f"--checkpoint {entry.alias}" if entry else "--checkpoint PATH"
+    path = getattr(backend, "path", None)
+    if path is None:
+        return f"Pass {weights} (or a .pth file) for real results."
+    scales = "" if meta.decode.scales == (1.0,) else " --scales " + ",".join(f"{s:g}" for s in meta.decode.scales)
+    return (f"{path} was exported from them: export real weights with python -m export.onnx --arch {meta.arch} "
+            f"--input-size {meta.input_size}{scales} {weights}.")
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -277,6 +297,22 @@ class Progress:
     skipped: list[str] = field(default_factory=list)
 
 
+def picture_style(args: argparse.Namespace, estimator) -> PictureStyle:
+    """What the pictures show: ``--min-score`` / ``--max-people`` where given, and the synthetic banner."""
+    return PictureStyle(min_score=PictureStyle.min_score if args.min_score is None else args.min_score,
+                        max_people=args.max_people, synthetic=estimator.metadata.checkpoint.startswith("synthetic:"))
+
+
+def kept_people(people: list, min_score: float | None, max_people: int | None) -> list:
+    """The people a run keeps: score at least ``min_score``, then the ``max_people`` best, in results order."""
+    if min_score is not None:
+        people = [p for p in people if p.score >= min_score]
+    if max_people is not None and len(people) > max_people:
+        best = sorted(range(len(people)), key=lambda i: -people[i].score)[:max_people]
+        people = [people[i] for i in sorted(best)]
+    return people
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -284,6 +320,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise UserError(f"--batch {args.batch}: give at least 1")
+    if args.max_people is not None and args.max_people < 1:
+        raise UserError(f"--max-people {args.max_people}: give at least 1")
+    if args.min_score is not None and not 0 <= args.min_score <= 1:
+        raise UserError(f"--min-score {args.min_score}: person scores lie in 0..1; give a value in that range")
     if args.engine is not None and Path(args.engine).is_dir():
         raise UserError(f"--engine {args.engine}: is a directory; give the model file itself (an .onnx from "
                         f"python -m export.onnx or a .plan from python -m export.trt)")
@@ -293,6 +333,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         inputs = input_paths(args)
         count, sources = len(inputs), image_sources(inputs)
+    if not args.engine:
+        from export.zoo import cli_checkpoint
+
+        args.checkpoint = cli_checkpoint(args.checkpoint, args.arch or "w32", args.input_size or 512)
     protect_inputs(args, inputs)
     check_output_file(args.out, "--out")
     if args.draw:
@@ -336,7 +380,7 @@ def keep_finished(args: argparse.Namespace, progress: Progress, start: float, ho
         return "no image was finished, nothing written"
     write_json(args.out, progress.results)
     elapsed = time.perf_counter() - start
-    text = (f"{len(progress.results)} people from {progress.done} images to {args.out} ({elapsed:.1f} s, "
+    text = (f"{len(progress.results)} people from {progress.done} image{'' if progress.done == 1 else 's'} to {args.out} ({elapsed:.1f} s, "
             f"{progress.done / elapsed:.2f} images/s)" + (f"; pictures in {args.draw}" if args.draw else ""))
     if progress.skipped:
         text += f"; {len(progress.skipped)} skipped: {', '.join(progress.skipped[:5])}" + \
@@ -374,12 +418,15 @@ def process(args: argparse.Namespace, estimator: Callable, sources: Iterator[Sou
                 skip(source, error)
         for (source, image), found in estimate(estimator() if loaded else None, loaded, skip):
             each = (time.perf_counter() - began) / max(1, len(loaded))
+            timing = f"{each:.2f} s" if len(loaded) == 1 else f"{each:.2f} s, the average of a batch of {len(loaded)}"
+            found = kept_people(found, args.min_score, args.max_people)
             if args.draw:
-                write_picture(args.draw / picture_name(source.name, used), image, found)
+                write_picture(args.draw / picture_name(source.name, used), image, found, picture_style(args, estimator()))
             progress.results.extend(coco_results(source.image_id, found))
             progress.done += 1
             height, width = image.shape[:2]
-            bar.write(f"{source.name}: {len(found)} people ({width}x{height}, {each:.2f} s)")
+            bar.write(f"{source.name}: {len(found)} {'person' if len(found) == 1 else 'people'} "
+                      f"({width}x{height}, {timing})")
             bar.update()
 
 

@@ -18,7 +18,9 @@ import pytest
 import torch
 
 from export import checkpoint
-from export.checkpoint import ZOO, ZOO_ENTRIES, ZooEntry, load_model, resolve_state_dict
+from export import zoo
+from export.checkpoint import load_model, resolve_state_dict
+from export.zoo import ZOO, ZOO_ENTRIES, ZooEntry
 from export.model import HigherHRNet, ARCHS, build_model
 from export.synthetic_weights import synthetic_state_dict
 from runtime.errors import UserError
@@ -270,13 +272,13 @@ def cache(tmp_path, monkeypatch) -> Path:
     def offline(url):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(checkpoint, "_urlopen", offline)
+    monkeypatch.setattr(zoo, "_urlopen", offline)
     return folder
 
 
 def test_cache_dir_default(monkeypatch):
     monkeypatch.delenv("HRNET_DEPLOY_CACHE", raising=False)
-    assert checkpoint.cache_dir() == Path.home() / ".cache" / "hrnet-deploy"
+    assert zoo.cache_dir() == Path.home() / ".cache" / "hrnet-deploy"
 
 
 @pytest.mark.parametrize("name", ["w32_512", "higher_hrnet32_coco_512x512-8ae85183_20200713"])
@@ -320,7 +322,7 @@ def test_zoo_download_is_verified_and_renamed(cache, files, synthetic, monkeypat
         served.append(url)
         return io.BytesIO(files["bare"].read_bytes())
 
-    monkeypatch.setattr(checkpoint, "_urlopen", serve)
+    monkeypatch.setattr(zoo, "_urlopen", serve)
     state, provenance = resolve_state_dict(entry.alias, "w32")
     assert served == [entry.url]
     assert provenance == _sha256(files["bare"])
@@ -333,6 +335,6 @@ def test_zoo_download_is_verified_and_renamed(cache, files, synthetic, monkeypat
 def test_zoo_download_with_wrong_hash_leaves_nothing(cache, cheap_files, files, monkeypatch):
     entry = _fake_entry(files["bare"])
     monkeypatch.setitem(ZOO, entry.alias, entry)
-    monkeypatch.setattr(checkpoint, "_urlopen", lambda url: io.BytesIO(cheap_files["w32"].read_bytes()))
+    monkeypatch.setattr(zoo, "_urlopen", lambda url: io.BytesIO(cheap_files["w32"].read_bytes()))
     _expect_error(entry.alias, "w32", r"downloaded .* has sha256", entry.sha256_prefix)
     assert not list(cache.iterdir())

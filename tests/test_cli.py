@@ -103,3 +103,33 @@ def test_unreadable_video(tmp_path):
     path.write_bytes(b"not a video at all")
     done = run("-m", "runtime.run", "--video", str(path), "--out", str(tmp_path / "r.json"))
     assert_one_line_error(done, "broken.mp4")
+
+
+def test_missing_plan_points_at_the_engine_builder(tmp_path):
+    done = run("-m", "runtime.run", "--engine", str(tmp_path / "w32.plan"), "--image",
+               str(REPO / "runtime" / "samples" / "000000000785.jpg"), "--out", str(tmp_path / "r.json"))
+    assert_one_line_error(done, "w32.plan: no such model file", "python -m export.trt")
+
+
+@pytest.mark.parametrize("flags, needle", [(["--max-people", "0"], "--max-people 0"),
+                                           (["--min-score", "1.5"], "--min-score 1.5")])
+def test_people_filters_are_checked(tmp_path, flags, needle):
+    done = run("-m", "runtime.run", *flags, "--image", str(REPO / "runtime" / "samples" / "000000000785.jpg"),
+               "--out", str(tmp_path / "r.json"))
+    assert_one_line_error(done, needle)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_kept_people_threshold_then_best_in_results_order():
+    """Mutation tried: returning the best people sorted by score instead of in results order fails this."""
+    import numpy as np
+
+    from runtime.results import Person
+    from runtime.run import kept_people
+
+    people = [Person(np.zeros((17, 3)), np.zeros((17, 2)), s) for s in (0.3, 0.05, 0.9, 0.5, 0.2)]
+    scores = lambda kept: [p.score for p in kept]  # noqa: E731
+    assert scores(kept_people(people, None, None)) == [0.3, 0.05, 0.9, 0.5, 0.2]
+    assert scores(kept_people(people, 0.2, None)) == [0.3, 0.9, 0.5, 0.2]
+    assert scores(kept_people(people, None, 3)) == [0.3, 0.9, 0.5]
+    assert scores(kept_people(people, 0.25, 3)) == [0.3, 0.9, 0.5]

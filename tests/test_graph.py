@@ -184,3 +184,56 @@ def test_candidate_comparison_catches_mutations():
     no_tags[..., 3:] = 0
     assert len(candidate_mismatches(flipped, want)) == 17
     assert len(candidate_mismatches(no_tags, want)) == 17
+
+
+def reflipped(raw: dict) -> dict:
+    """Raw outputs whose flipped pass, once flipped back (SPEC §5.1), equals the original pass."""
+    def mirror(maps):
+        return np.concatenate([maps[g:g + 17][list(FLIP_INDEX)] for g in range(0, len(maps), 17)])[:, :, ::-1].copy()
+
+    return dict(raw, y0f=mirror(raw["y0"]), y1f=mirror(raw["y1"]))
+
+
+@pytest.mark.parametrize("scales", [(1.0,), (2.0, 1.0, 0.5)])
+def test_no_flip_decode_is_the_flip_decode_of_a_symmetric_pass(scales):
+    """Without the flip test the heatmap is the one pass's stage average and tag1 is 0.
+
+    Exact cross-check: the flip decode fed a flipped pass equal to the original pass averages two equal
+    maps ((a + a) / 2 == a bit for bit), so its heatmap, x, y, val and tag0 must equal the no-flip
+    decode's bit for bit, and its tag1 is tag0. Mutations tried in the no-flip branch of
+    ``Decode.aggregate``: the stage-1 map alone as the heatmap; the tag repeated as the second component.
+    """
+    rng = np.random.default_rng(3)
+    base = (64, 96)
+    passes = [random_raw(rng, int(base[0] * s), int(base[1] * s)) for s in scales]
+    config = DecodeConfig(scales=scales)
+    candidates, heatmap, tags = run_decode(config, [reflipped(p) for p in passes], *base)
+    single = [(torch.from_numpy(p["y0"][None]), torch.from_numpy(p["y1"][None])) for p in passes]
+    with torch.inference_mode():
+        out = Decode(DecodeConfig(scales=scales, flip=False))(single, *base)
+    no_flip_candidates, no_flip_heatmap, no_flip_tags = (t[0].numpy() for t in out)
+    assert no_flip_heatmap.tobytes() == heatmap.tobytes()
+    assert no_flip_tags[..., 0].tobytes() == tags[..., 0].tobytes() and not no_flip_tags[..., 1].any()
+    assert no_flip_candidates[..., :4].tobytes() == candidates[..., :4].tobytes()
+    assert not no_flip_candidates[..., 4].any()
+    want_heatmap, _ = aggregate_numpy([reflipped(p) for p in passes], *base, base=config.base)
+    np.testing.assert_allclose(no_flip_heatmap, want_heatmap, rtol=0, atol=2e-6)
+
+
+def test_no_flip_graph_runs_the_network_once_per_image():
+    """The DecodeGraph without the flip test hands the network the images alone."""
+    from export.graphs import DecodeGraph
+
+    batches = []
+
+    class Network(torch.nn.Module):
+        def forward(self, x):
+            batches.append(x.shape[0])
+            n, _, h, w = x.shape
+            return torch.zeros(n, 34, h // 4, w // 4), torch.zeros(n, 17, h // 2, w // 2)
+
+    image = torch.zeros(3, 64, 64, 3, dtype=torch.uint8)
+    with torch.inference_mode():
+        DecodeGraph(Network(), DecodeConfig(flip=False))(image)
+        DecodeGraph(Network(), DecodeConfig())(image)
+    assert batches == [3, 6]

@@ -37,7 +37,9 @@ def open_backend(path: str | Path, device: str = "cpu") -> Backend:
         raise UserError(f"{path}: is a directory, not a model file; give the .onnx (python -m export.onnx) or "
                         f".plan (python -m export.trt) file itself")
     if not path.is_file():
-        raise UserError(f"{path}: no such model file; export one with `python -m export.onnx` or check the path")
+        maker = ("build one from an ONNX file with `python -m export.trt --onnx FILE`"
+                 if path.suffix.lower() in (".plan", ".engine") else "export one with `python -m export.onnx`")
+        raise UserError(f"{path}: no such model file; {maker} or check the path")
     if path.suffix.lower() == ".onnx":
         from runtime.backends.onnx_backend import OnnxBackend
 
