@@ -693,12 +693,6 @@ def run(args: argparse.Namespace) -> int:
     from runtime.results import write_json
 
     args.scales = check_scales(tuple(args.scales))
-    if args.rendered:  # rendered outputs replace the network: its weights take no part
-        args.checkpoint = args.checkpoint or "synthetic:0"
-    else:
-        from export.zoo import cli_checkpoint
-
-        args.checkpoint = cli_checkpoint(args.checkpoint, args.arch, args.input_size)
     if args.rendered and args.scales != (1.0,):
         raise UserError("--rendered: single scale only (the renderer draws scale-1 network outputs); drop --scales")
     if args.limit is not None and args.limit < 1:
@@ -711,6 +705,12 @@ def run(args: argparse.Namespace) -> int:
     images = coco.images[: args.limit] if args.limit else coco.images
     if not images:
         raise UserError(f"{coco.ann}: no images")
+    if args.rendered:  # rendered outputs replace the network: its weights take no part
+        args.checkpoint = args.checkpoint or "synthetic:0"
+    else:
+        from export.zoo import cli_checkpoint
+
+        args.checkpoint = cli_checkpoint(args.checkpoint, args.arch, args.input_size)
     plans = plan_backends(args, images)
     compute(plans, args, coco, images)
     report = build_report(plans, args, coco, images, is_mini)

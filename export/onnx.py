@@ -710,8 +710,6 @@ def _check_file(path: Path, feed, reference, label: str, precision: str = "fp32"
 
 
 def run(args: argparse.Namespace) -> int:
-    args.checkpoint = cli_checkpoint(args.checkpoint, args.arch, args.input_size)  # before any heavy import
-    require("onnx", "export")
     precision = getattr(args, "precision", "fp32")
     target = args.output or Path(f"{args.arch}.onnx" if precision == "fp32" else f"{args.arch}.{precision}.onnx")
     if target.suffix != ".onnx":
@@ -723,6 +721,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.skip_verify and not args.verify_image.is_file():
         raise UserError(f"--verify-image {args.verify_image}: no such image file")
     check_output_file(target, "-o")
+    check_scales(tuple(args.scales))
+    args.checkpoint = cli_checkpoint(args.checkpoint, args.arch, args.input_size)  # before the heavy imports
+    require("onnx", "export")
 
     _stage(f"[1/4] loading HigherHRNet-{args.arch.upper()} weights ({args.checkpoint})")
     built = build(args.arch, args.checkpoint, args.input_size, args.scales, precision, flip=not args.no_flip)

@@ -108,8 +108,11 @@ def open_estimator(args: argparse.Namespace):
             backend.close()
             raise
     else:
-        backend = open_torch(args.arch or "w32", args.checkpoint, args.input_size or 512,
-                             check_scales(args.scales or (1.0,)), device=args.device)
+        from export.zoo import cli_checkpoint
+
+        scales = check_scales(args.scales or (1.0,))
+        args.checkpoint = cli_checkpoint(args.checkpoint, args.arch or "w32", args.input_size or 512)
+        backend = open_torch(args.arch or "w32", args.checkpoint, args.input_size or 512, scales, device=args.device)
     try:
         return PoseEstimator(backend, grouping=args.grouping)
     except BaseException:
@@ -333,10 +336,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         inputs = input_paths(args)
         count, sources = len(inputs), image_sources(inputs)
-    if not args.engine:
-        from export.zoo import cli_checkpoint
-
-        args.checkpoint = cli_checkpoint(args.checkpoint, args.arch or "w32", args.input_size or 512)
     protect_inputs(args, inputs)
     check_output_file(args.out, "--out")
     if args.draw:
