@@ -221,10 +221,10 @@ def _unreachable(url: str, seconds: float = REACH_SECONDS) -> str | None:
 
 def cli_checkpoint(given: str | None, arch: str, input_size: int) -> str:
     """The ``--checkpoint`` a CLI runs with: the one given, else ``default_checkpoint``'s, whose note
-    (why synthetic weights are used) goes to stderr as one line."""
+    (why synthetic weights are used) goes to stdout as one line, beside the other notes of a run."""
     if given:
         return given
     spec, note = default_checkpoint(arch, input_size)
     if note:
-        print(f"note: {note}", file=sys.stderr, flush=True)
+        print(f"note: {note}", flush=True)
     return spec

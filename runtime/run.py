@@ -386,7 +386,7 @@ def keep_finished(args: argparse.Namespace, progress: Progress, start: float, ho
             (" ..." if len(progress.skipped) > 5 else "")
     if how == "wrote":
         return "wrote " + text
-    kept = f"the results of the {progress.done} images finished so far are written: {text}"
+    kept = f"the results of the {progress.done} image{'' if progress.done == 1 else 's'} finished so far are written: {text}"
     return kept if how == "interrupted" else f"{how}: {kept}"
 
 
