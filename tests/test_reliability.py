@@ -438,7 +438,7 @@ def test_interrupt_in_process_writes_the_finished(mixed_folder, tmp_path, monkey
     model = StandIn(Interrupted(signal.SIGTERM), fault_at=2)
     code, _, lines = run_in_process(monkeypatch, capsys, model, "--image-dir", str(mixed_folder), "--out", str(out),
                                     "--batch", "1")
-    assert code == 143 and lines[-1].startswith("interrupted (SIGTERM): the results of the 1 images finished so far")
+    assert code == 143 and lines[-1].startswith("interrupted (SIGTERM): the results of the 1 image finished so far")
     assert out.exists() and json.loads(out.read_text()) == []
 
 
