@@ -509,11 +509,12 @@ def suite_mini() -> dict:
                 assert same_bits(a.keypoints, b.keypoints) and a.score == b.score, \
                     f"mini ({grouping}): {image.path.name}: person {index}"
             people += len(got)
-    for out in outputs:
-        from runtime import grouping as host
+    from runtime import grouping as host
 
-        refined += int((host.decode_people(out["candidates"][0], out["heatmap"][0], out["tags"][0])[0][:, :, 2] > 0).sum()
-                       - (host.group(out["candidates"][0])[:, :, 2] > 0).sum())
+    for out in outputs:
+        cand = out["candidates"][0]
+        decoded = host.decode_people(cand, out["heatmap"][0], out["tags"][0])[0]
+        refined += int((decoded[:, :, 2] > 0).sum() - (host.group(cand)[:, :, 2] > 0).sum())
     return {"images": len(chosen), "people": people, "refined": refined}
 
 
