@@ -88,8 +88,8 @@ def test_simulator_pipeline_device_path_matches_host():
 
 def test_simulator_mini_set_both_groupings_match_cpu_path():
     """--grouping host and device through PoseEstimator on 13 mini-set images (GT-rendered
-    outputs) give the CPU path's people bit for bit.  Mutation tried: launch_host_grouped
-    skipping the refine launch (persons copied back unrefined) fails here."""
+    outputs) give the CPU path's people bit for bit.  Mutation tried: the refine search kernel
+    not launched (persons come back unrefined) fails here (000000000885.jpg, person 0)."""
     need(MINI / "images")
     pytest.importorskip("torch")  # the rendered outputs go through the torch decode
     result = run_suite("mini")
