@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                     check_backend(table, "tensorrt-fp32", engine, reference, images)
                     report_stages(table, "tensorrt-fp32", engine, images[:4], args.repeat)
     table.print()
-    print(f"\n{time.perf_counter() - began:.0f} s; {'MISMATCHES: see the table' if table.failed else 'all checks passed'}")
+    verdict = "MISMATCHES: see the table" if table.failed else "all checks passed"
+    print(f"\n{time.perf_counter() - began:.0f} s; {verdict}")
     return 1 if table.failed else 0
 
 

@@ -364,7 +364,9 @@ def people_function(plan: Plan, args: argparse.Namespace, coco: CocoSet):
 
     backend = open_torch(args.arch, args.checkpoint, args.input_size, args.scales) if plan.name == REFERENCE \
         else open_backend(plan.model, "cpu")
-    estimator = PoseEstimator(backend)
+    # --grouping applies to the GPU rows (TensorRT); people are identical either way, so it is no cache key
+    grouping = getattr(args, "grouping", "host") if backend.device_io is not None else "host"
+    estimator = PoseEstimator(backend, grouping=grouping)
     return lambda image: estimator.estimate_file(image.path)
 
 
@@ -680,6 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="decode network outputs rendered from the ground truth instead of running the network")
     parser.add_argument("--limit", type=int, help="only the first N images (sorted by file name)")
     parser.add_argument("--calib-images", type=int, default=8, help="onnx-int8: calibration images (default: 8)")
+    parser.add_argument("--grouping", choices=("host", "device"), default="host",
+                        help="TensorRT rows: group on the host (refine on the GPU) or all on the GPU; identical "
+                             "people (default: host)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "parity",
                         help="results, per-image cache and exported models (default: out/parity)")
     parser.add_argument("--no-progress", action="store_true",
