@@ -238,8 +238,8 @@ def test_bad_request_gets_its_error_and_the_server_keeps_serving(served):
 
 def test_client_errors_are_one_line_naming_the_url(served, folder):
     """Server down, model not ready, a timeout, a malformed URL: exit 2, one line naming the URL, no
-    results file. Mutation tried: ``TritonBackend._call`` letting ConnectionRefusedError through → the
-    'down' case fails (a traceback, not one line)."""
+    results file. Mutation tried: ``TritonBackend._call`` without its connection-refused branch → the
+    'down' case fails (a generic line that does not say no server answers)."""
     url, _, port = served
     (dead,) = free_ports(1)
     cases = {f"triton://127.0.0.1:{dead}/hrnet": "no Triton server answers",
