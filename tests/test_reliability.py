@@ -251,7 +251,7 @@ def test_strict_stops_at_the_first_bad_image(mixed_folder, tmp_path):
     out = tmp_path / "r.json"
     done = run("-m", "runtime.run", "--image-dir", str(mixed_folder), "--out", str(out), "--strict", "--batch", "1")
     assert_one_line_error(done, "b_empty.jpg", "--strict")
-    assert "e_good.jpg" not in done.stdout and "stopped: the results of the 1 images" in done.stdout
+    assert "e_good.jpg" not in done.stdout and "stopped: the results of the 1 image " in done.stdout
     assert {entry["image_id"] for entry in json.loads(out.read_text())} == {0}
     assert sorted(os.listdir(tmp_path)) == ["r.json"]
 
