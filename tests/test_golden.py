@@ -21,8 +21,10 @@ def _people_array(people) -> np.ndarray:
 
 
 @pytest.mark.parametrize("record", E2E["records"], ids=lambda r: r["file_name"])
-def test_e2e_record(record, w32_synthetic):
-    """Input tensor sha256 and the aggregated maps' float64 sums bit-identical; same people.
+def test_e2e_record(record, w32_synthetic, golden_cpu):
+    """Input tensor sha256 bit-identical; the aggregated maps' float64 sums bit-level where this CPU
+    rounds the convolutions as the golden's machine did (``golden_cpu``), else within float32
+    reassociation (tests/conftest.py); the same people in every case.
 
     (Raw network outputs are checked bit for bit by tests/test_model.py from an independent
     transcription of the preprocessing.)"""
@@ -48,8 +50,11 @@ def test_e2e_record(record, w32_synthetic):
     assert list(outputs["heatmap"].shape) == record["aggregated_shape"]
     # float64 sums of bit-identical float32 maps differ only by summation order (~1e-15); one
     # float32 ulp anywhere would move them by far more than 1e-12.
-    assert math.isclose(outputs["heatmap"].astype(np.float64).sum(), record["heatmap_sum"], rel_tol=1e-12)
-    assert math.isclose(outputs["tags"].astype(np.float64).sum(), record["tags_sum"], rel_tol=1e-12)
+    from tests.conftest import SUM_RTOL
+
+    rtol = 1e-12 if golden_cpu else SUM_RTOL
+    assert math.isclose(outputs["heatmap"].astype(np.float64).sum(), record["heatmap_sum"], rel_tol=rtol)
+    assert math.isclose(outputs["tags"].astype(np.float64).sum(), record["tags_sum"], rel_tol=rtol)
 
     persons, scores = estimator.group(outputs)
     people = people_in_image(persons, scores, geometry)

@@ -335,7 +335,12 @@ _RECORDS = _golden_records()
     [pytest.param(r, id=r["file_name"], marks=() if i == 0 else pytest.mark.slow) for i, r in enumerate(_RECORDS)]
     or [pytest.param(None, marks=pytest.mark.skip(reason=f"{E2E_GOLDEN} is absent (no ../shared checkout)"))],
 )
-def test_raw_outputs_match_mmpose(synthetic_w32, record):
+def test_raw_outputs_match_mmpose(synthetic_w32, record, golden_cpu):
+    """Raw outputs against mmpose's: bit for bit where this CPU rounds the convolutions as the golden's
+    machine did (``golden_cpu``), else within float32 reassociation (tests/conftest.py says why and how
+    much). Mutation tried: a BatchNorm eps of 1e-4 instead of 1e-5 fails the tolerance check too."""
+    from tests.conftest import RAW_SAMPLE_RTOL, SUM_RTOL
+
     image = MINI_IMAGES / record["file_name"]
     if not image.is_file():
         pytest.skip(f"{image} is absent")
@@ -350,9 +355,15 @@ def test_raw_outputs_match_mmpose(synthetic_w32, record):
         flat = y.double().flatten()
         n = flat.numel()
         samples = [flat[i * (n - 1) // 4].item() for i in range(5)]
-        assert samples == ref["samples"], name  # float32 values stored exactly: bit-identical
-        assert math.isclose(flat.sum().item(), ref["sum"], rel_tol=1e-12), name
-        assert math.isclose(flat.abs().mean().item(), ref["mean_abs"], rel_tol=1e-12), name
+        if golden_cpu:
+            assert samples == ref["samples"], name  # float32 values stored exactly: bit-identical
+        else:
+            scale = ref["mean_abs"]
+            assert all(abs(a - b) <= RAW_SAMPLE_RTOL * max(abs(b), scale) for a, b in zip(samples, ref["samples"])), \
+                (name, samples, ref["samples"])
+        rtol = 1e-12 if golden_cpu else SUM_RTOL
+        assert math.isclose(flat.sum().item(), ref["sum"], rel_tol=rtol), name
+        assert math.isclose(flat.abs().mean().item(), ref["mean_abs"], rel_tol=rtol), name
 
 
 def test_torch_backend_restores_the_tf32_flags(monkeypatch):
