@@ -60,11 +60,23 @@ versions of these two functions.
 
 Refine
 ------
-mmpose scores every pixel of every joint map for every person.  ``_refine_joint`` computes the
-same first maximum but skips, tile by tile and pixel by pixel, whatever provably cannot change
-it (see ``_cannot_win``), and reads each pixel once for all persons that still need it.  The
-host driver runs the 17 joints in parallel; each writes only its own joint of every person, so
-the result does not depend on the number of threads.
+mmpose scores every pixel of every joint map for every person.  The host computes the same
+first maximum (highest score, then lowest row-major pixel) with a search whose cost per person
+does not depend on the map or the crowd (``_refine_joint``): per joint the maps are summarised
+once in tiles (largest heatmap value, tag ranges) and the tiles bucketed by tag value; each
+person visits buckets and tiles by decreasing exact upper bound of their scores
+(``_bound``: a score never exceeds its heatmap value and falls with the rounded distance) and
+stops at the first one that cannot reach its best score.  Since the rounded distance is an
+integer and a joint's heatmap spans a range below 1 on trained or rendered maps, the maximum
+lies among the highest values at the one or two smallest rounded distances: a few tiles.
+These search functions (``_HOST_REFINE_NAMES``) are compiled for the host only.  The device
+build keeps its dense reduction over every (pixel, person) pair: thousands of GPU threads
+score a map in one pass, while a data-dependent, sequential search would leave them idle; it
+shares ``_refine_score``, ``_prev_tag``, ``_misses_joint`` and ``_write_refined`` with the host,
+and both are checked against the same NumPy transcription of SPEC §8 (``tests/test_grouping.py``
+for the host, ``tests/test_cuda_grouping.py`` for the device against the host).  The host
+driver runs the 17 joints in parallel; each writes only its own joint of every person, so the
+result does not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -95,13 +107,12 @@ _TWO52 = 4503599627370496.0
 _MUNKRES_START_MIN = 9223372036854775808.0
 # Cost of the columns added when there are more candidates than persons (mmpose: 1e10).
 _PAD_COST = 1e10
-# Safety margins of refine's exact pruning (see _cannot_win).
-_NUDGE = 2.0 ** -20
-_STRETCH = 1.0 + _NUDGE
-_TWO22 = 4194304.0
-# Refine scans the maps in bands of _TILE_ROWS rows cut into tiles of _TILE_COLS columns.
+# Refine summarises the maps in tiles of _TILE_ROWS x _TILE_COLS pixels and buckets the tiles
+# on a grid in tag space of cells of _BUCKET_SIZE tag units, at most _MAX_BUCKETS per axis.
 _TILE_ROWS = 8
 _TILE_COLS = 16
+_BUCKET_SIZE = 0.25
+_MAX_BUCKETS = 16
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,34 +505,6 @@ def _prev_tag(persons, p, tags, prev):
     return count
 
 
-def _cannot_win(h, sq, best, lower):
-    """True when no pixel with heatmap value <= ``h`` and squared tag distance >= ``sq`` can
-    change a person's refine result.
-
-    ``best`` is the best score met so far in row-major order (a pixel scoring <= best loses:
-    the first maximum wins) and ``lower`` a score reached somewhere on the map (a pixel scoring
-    < lower is not a maximum).  Both tests are exact, float32 rounding included.  The score
-    ``fl(h - k)``, with ``k`` the distance rounded half to even, never exceeds ``h``; and if
-    ``sq > ((h - t) * (1 + 2**-20) + c)**2`` the float32 distance is at least ``h - t + c``
-    minus less than 2**-21 (the float32 square root is within a relative 2**-24), so
-    ``k >= h - t + c - 1/2`` rounded up:
-
-    * ``c = 1/2 + 2**-20`` gives ``k >= h - t``: the score is <= t;
-    * ``c = 1 + 2**-20`` gives ``k > h - t + 1/2``: the score is below ``t - 1/2`` before
-      rounding, so < t once rounded to float32 as long as |t| < 2**22.
-    """
-    if h <= best or h < lower:
-        return True
-    reach = _mul64(np.float64(h) - np.float64(best), _STRETCH) + 0.5 + _NUDGE
-    if np.float64(sq) > reach * reach:
-        return True
-    if abs(lower) < _TWO22:
-        reach = _mul64(np.float64(h) - np.float64(lower), _STRETCH) + 1.0 + _NUDGE
-        if np.float64(sq) > reach * reach:
-            return True
-    return False
-
-
 def _refine_score(h, t0, t1, p0, p1):
     """``h - round(||(t0, t1) - (p0, p1)||)`` with every operation in float32."""
     d0 = np.float32(t0 - p0)
@@ -530,14 +513,14 @@ def _refine_score(h, t0, t1, p0, p1):
     return np.float32(np.float64(h) - _round_half_even(np.float64(dist)))
 
 
-def _tile_gap(lo, hi, v):
-    """Float32 distance from ``v`` to the range [lo, hi] (0 inside); never exceeds the float32
-    difference between ``v`` and any value of the range."""
+def _nearest(lo, hi, v):
+    """The value of the range [lo, hi] nearest to ``v``: its tag distance to ``v`` is the
+    smallest of the range's (float32 subtraction is monotone)."""
     if v < lo:
-        return np.float32(lo - v)
+        return lo
     if v > hi:
-        return np.float32(v - hi)
-    return np.float32(0.0)
+        return hi
+    return v
 
 
 def _misses_joint(persons, p, j, has_prev):
@@ -571,130 +554,222 @@ def _write_refined(j, p, at, persons, heatmap):
         persons[p, j, 2] = val
 
 
-def _refine_joint(j, persons, n_persons, heatmap, tags, prev, has_prev, who, best, best_at,
-                  lower, tile, tile_at, tile_who, tile_count, tile_rows, tile_cols):
-    """Refine joint ``j`` of every person that misses it (val == 0), writing ``persons``.
+def _tile_summary(j, heatmap, tags, tile, tile_rows, tile_cols):
+    """Per tile of ``tile_rows x tile_cols`` pixels (row-major tile order) the largest heatmap
+    value and the range of both tag components into ``tile [n_tiles, 5]``.
 
-    Per pixel the score is ``hm - round(||tag - prev_tag||)`` in float32 and the first
-    row-major maximum wins (strict ``>`` while scanning in row-major order).  Three passes:
-
-    1. the map is cut into tiles of ``tile_rows x tile_cols`` pixels; per tile the largest
-       heatmap value (and its first pixel) and the range of both tag components are recorded;
-    2. each person scores the largest pixel of every tile: the best of those, ``lower``, is a
-       score the map certainly reaches;
-    3. bands of ``tile_rows`` rows are scanned in row-major order; a person skips a tile, and
-       then a pixel, when ``_cannot_win`` proves it cannot change the result, so most of the
-       map is never scored.  Each pixel of a band is read once for all persons that need it.
-
-    Scratch owned by this joint: ``who``, ``best``, ``best_at``, ``lower`` (>= n_persons);
-    ``tile`` [>= n_tiles, 5] f4, ``tile_at`` [>= n_tiles] int, ``tile_who``
-    [>= tiles per band, >= n_persons] int, ``tile_count`` [>= tiles per band] int.
+    One pass over the joint's maps, row by row into per-column extremes with ``np.fmax`` /
+    ``np.fmin``, which vectorize and leave NaN out: a NaN pixel scores NaN, which never wins a
+    strict comparison.  A tile of NaN only gets -inf (and an empty tag range).
     """
     height = heatmap.shape[1]
     width = heatmap.shape[2]
-    n_who = 0
-    for p in range(n_persons):
-        if _misses_joint(persons, p, j, has_prev):
-            who[n_who] = p
-            best[n_who] = -np.inf
-            best_at[n_who] = 0
-            lower[n_who] = -np.inf
-            n_who += 1
-    if n_who == 0:
-        return
     band_tiles = (width + tile_cols - 1) // tile_cols
-
-    # 1. tile bounds
-    c = 0
+    h_col = np.empty(width, np.float32)
+    lo_col = np.empty(2 * width, np.float32)
+    hi_col = np.empty(2 * width, np.float32)
+    band = 0
     for y0 in range(0, height, tile_rows):
-        y1 = min(y0 + tile_rows, height)
-        for x0 in range(0, width, tile_cols):
-            x1 = min(x0 + tile_cols, width)
+        h_col[:] = -np.inf
+        lo_col[:] = np.inf
+        hi_col[:] = -np.inf
+        for y in range(y0, min(y0 + tile_rows, height)):
+            np.fmax(h_col, heatmap[j, y], h_col)
+            row = tags[j, y].reshape(2 * width)
+            np.fmin(lo_col, row, lo_col)
+            np.fmax(hi_col, row, hi_col)
+        for c in range(band_tiles):
+            k = band * band_tiles + c
             h_max = -np.inf
-            h_at = y0 * width + x0
             lo0 = np.inf
             hi0 = -np.inf
             lo1 = np.inf
             hi1 = -np.inf
-            for y in range(y0, y1):
-                for x in range(x0, x1):
-                    h = heatmap[j, y, x]
-                    if h > h_max:
-                        h_max = h
-                        h_at = y * width + x
-                    t = tags[j, y, x, 0]
-                    lo0 = min(lo0, t)
-                    hi0 = max(hi0, t)
-                    t = tags[j, y, x, 1]
-                    lo1 = min(lo1, t)
-                    hi1 = max(hi1, t)
-            tile[c, 0] = h_max
-            tile[c, 1] = lo0
-            tile[c, 2] = hi0
-            tile[c, 3] = lo1
-            tile[c, 4] = hi1
-            tile_at[c] = h_at
-            c += 1
-    n_tiles = c
-
-    # 2. a score each person certainly reaches
-    for c in range(n_tiles):
-        y = tile_at[c] // width
-        x = tile_at[c] - y * width
-        for q in range(n_who):
-            p = who[q]
-            score = _refine_score(heatmap[j, y, x], tags[j, y, x, 0], tags[j, y, x, 1],
-                                  prev[p, 0], prev[p, 1])
-            if score > lower[q]:
-                lower[q] = score
-
-    # 3. row-major scan, band by band
-    band = 0
-    for y0 in range(0, height, tile_rows):
-        y1 = min(y0 + tile_rows, height)
-        for c in range(band_tiles):
-            k = band * band_tiles + c
-            count = 0
-            for q in range(n_who):
-                p = who[q]
-                g0 = _tile_gap(tile[k, 1], tile[k, 2], prev[p, 0])
-                g1 = _tile_gap(tile[k, 3], tile[k, 4], prev[p, 1])
-                sq = np.float32(_mul32(g0, g0) + _mul32(g1, g1))
-                if not _cannot_win(tile[k, 0], sq, best[q], lower[q]):
-                    tile_who[c, count] = q
-                    count += 1
-            tile_count[c] = count
-        for y in range(y0, y1):
-            for c in range(band_tiles):
-                count = tile_count[c]
-                if count == 0:
-                    continue
-                x0 = c * tile_cols
-                x1 = min(x0 + tile_cols, width)
-                for x in range(x0, x1):
-                    h = heatmap[j, y, x]
-                    t0 = tags[j, y, x, 0]
-                    t1 = tags[j, y, x, 1]
-                    for i in range(count):
-                        q = tile_who[c, i]
-                        b = best[q]
-                        if h <= b or h < lower[q]:
-                            continue
-                        p = who[q]
-                        d0 = np.float32(t0 - prev[p, 0])
-                        d1 = np.float32(t1 - prev[p, 1])
-                        sq = np.float32(_mul32(d0, d0) + _mul32(d1, d1))
-                        if _cannot_win(h, sq, b, lower[q]):
-                            continue
-                        dist = np.float32(math.sqrt(sq))
-                        score = np.float32(np.float64(h) - _round_half_even(np.float64(dist)))
-                        if score > b:
-                            best[q] = score
-                            best_at[q] = y * width + x
+            for x in range(c * tile_cols, min(c * tile_cols + tile_cols, width)):
+                h_max = max(h_max, h_col[x])
+                lo0 = min(lo0, lo_col[2 * x])
+                hi0 = max(hi0, hi_col[2 * x])
+                lo1 = min(lo1, lo_col[2 * x + 1])
+                hi1 = max(hi1, hi_col[2 * x + 1])
+            tile[k, 0] = h_max
+            tile[k, 1] = lo0
+            tile[k, 2] = hi0
+            tile[k, 3] = lo1
+            tile[k, 4] = hi1
         band += 1
 
-    for q in range(n_who):
-        _write_refined(j, who[q], best_at[q], persons, heatmap)
+
+def _cell_of(v, low, size, count):
+    """Bucket of tag value ``v`` on an axis cut into ``count`` buckets of ``size`` from ``low``
+    (clipped; NaN or infinite values go to bucket 0)."""
+    c = (np.float64(v) - low) / size
+    if not (c >= 0.0):
+        return 0
+    if c >= count - 1:
+        return count - 1
+    return int(c)
+
+
+def _tag_buckets(tile, n_tiles, order, cell_start, cell_box, cell_cap, bucket_size, max_cells):
+    """Tiles organised by tag value: each tile goes to the bucket of its tag ranges' centre on
+    a grid in tag space (``bucket_size`` tag units, at most ``max_cells`` per axis), and
+    ``order`` lists the tiles bucket by bucket, each bucket's by decreasing largest heatmap
+    value.  Per bucket ``cell_box`` holds the union of its tiles' tag ranges and ``cell_cap``
+    their largest heatmap value.  Returns the number of buckets.
+    """
+    low0 = np.inf
+    high0 = -np.inf
+    low1 = np.inf
+    high1 = -np.inf
+    for k in range(n_tiles):
+        if tile[k, 1] <= tile[k, 2] and tile[k, 3] <= tile[k, 4]:
+            low0 = min(low0, np.float64(tile[k, 1]))
+            high0 = max(high0, np.float64(tile[k, 2]))
+            low1 = min(low1, np.float64(tile[k, 3]))
+            high1 = max(high1, np.float64(tile[k, 4]))
+    n0 = 1
+    n1 = 1
+    size0 = bucket_size
+    size1 = bucket_size
+    if low0 <= high0 and low1 <= high1 and high0 - low0 < np.inf and high1 - low1 < np.inf:
+        n0 = min(max_cells, int((high0 - low0) / bucket_size) + 1)
+        n1 = min(max_cells, int((high1 - low1) / bucket_size) + 1)
+        size0 = max(bucket_size, (high0 - low0) / n0)
+        size1 = max(bucket_size, (high1 - low1) / n1)
+    n_cells = n0 * n1
+    by_height = np.argsort(-tile[:n_tiles, 0])
+    cell = np.empty(n_tiles, np.int64)
+    for c in range(n_cells + 1):
+        cell_start[c] = 0
+    for k in range(n_tiles):
+        centre0 = (np.float64(tile[k, 1]) + np.float64(tile[k, 2])) * 0.5
+        centre1 = (np.float64(tile[k, 3]) + np.float64(tile[k, 4])) * 0.5
+        cell[k] = _cell_of(centre0, low0, size0, n0) * n1 + _cell_of(centre1, low1, size1, n1)
+        cell_start[cell[k] + 1] += 1
+    for c in range(n_cells):
+        cell_start[c + 1] += cell_start[c]
+        cell_box[c, 0] = np.inf
+        cell_box[c, 1] = -np.inf
+        cell_box[c, 2] = np.inf
+        cell_box[c, 3] = -np.inf
+        cell_cap[c] = -np.inf
+    fill = cell_start[:n_cells].copy()
+    for i in range(n_tiles):
+        k = by_height[i]
+        c = cell[k]
+        order[fill[c]] = k
+        fill[c] += 1
+        cell_box[c, 0] = min(cell_box[c, 0], tile[k, 1])
+        cell_box[c, 1] = max(cell_box[c, 1], tile[k, 2])
+        cell_box[c, 2] = min(cell_box[c, 2], tile[k, 3])
+        cell_box[c, 3] = max(cell_box[c, 3], tile[k, 4])
+        cell_cap[c] = max(cell_cap[c], tile[k, 0])
+    return n_cells
+
+
+def _bound(h, box, i, p0, p1):
+    """Largest score any pixel with heatmap value <= ``h`` and tags in the ranges ``box[i]``
+    (lo0, hi0, lo1, hi1) can reach: the score of ``h`` at the point of the ranges nearest to
+    ``p`` (every step of the score is monotone in the distance and in ``h``)."""
+    return _refine_score(h, _nearest(box[i, 0], box[i, 1], p0),
+                         _nearest(box[i, 2], box[i, 3], p1), p0, p1)
+
+
+def _search_person(j, p0, p1, heatmap, tags, tile, order, cell_start, cell_box, cell_cap,
+                   n_cells, cell_bound, tile_rows, tile_cols):
+    """Flat pixel index of the first row-major maximum of ``hm[j] - round(||tags[j] - p||)``.
+
+    The search visits the tag buckets by decreasing bound (``_bound`` of the bucket's largest
+    heatmap value and tag ranges) and, inside a bucket, tiles by decreasing largest heatmap
+    value, so it meets the maximum early; it keeps the best ``(score, pixel)`` pair: a higher
+    score wins, an equal score wins when its pixel comes first in row-major order.  A bucket,
+    tile or pixel is skipped when its bound is below the best score, or equal to it with every
+    pixel later in row-major order; since buckets are visited by decreasing bound and tiles by
+    decreasing largest value (a score never exceeds its heatmap value), the first bucket or
+    tile below the best score ends the search or the bucket.  Without any score above -inf
+    the answer is pixel 0, as for a row-major scan with a strict comparison.
+    """
+    width = heatmap.shape[2]
+    height = heatmap.shape[1]
+    band_tiles = (width + tile_cols - 1) // tile_cols
+    n_used = 0
+    for c in range(n_cells):
+        if cell_start[c + 1] > cell_start[c]:
+            bound = _bound(cell_cap[c], cell_box, c, p0, p1)
+            if bound != bound:  # NaN (inf - inf): no bound, visit first
+                bound = np.inf
+            cell_bound[n_used, 0] = -bound
+            cell_bound[n_used, 1] = c
+            n_used += 1
+    visit = np.argsort(cell_bound[:n_used, 0])
+    best = -np.inf
+    best_at = height * width
+    for v in range(n_used):
+        c = int(cell_bound[visit[v], 1])
+        if -cell_bound[visit[v], 0] < best:
+            break
+        for i in range(cell_start[c], cell_start[c + 1]):
+            k = order[i]
+            h_max = tile[k, 0]
+            if h_max < best:
+                break
+            ty = k // band_tiles
+            y0 = ty * tile_rows
+            x0 = (k - ty * band_tiles) * tile_cols
+            bound = _bound(h_max, tile[:, 1:], k, p0, p1)
+            if bound < best or (bound == best and y0 * width + x0 > best_at):
+                continue
+            for y in range(y0, min(y0 + tile_rows, height)):
+                for x in range(x0, min(x0 + tile_cols, width)):
+                    h = heatmap[j, y, x]
+                    at = y * width + x
+                    if h < best or (h == best and at > best_at):
+                        continue
+                    score = _refine_score(h, tags[j, y, x, 0], tags[j, y, x, 1], p0, p1)
+                    if score > best or (score == best and at < best_at):
+                        best = score
+                        best_at = at
+    if best == -np.inf:
+        return 0
+    return best_at
+
+
+def _refine_joint(j, persons, n_persons, heatmap, tags, prev, has_prev, tile_rows, tile_cols,
+                  bucket_size, max_cells):
+    """Refine joint ``j`` of every person that misses it (val == 0), writing ``persons``.
+
+    Per pixel the score is ``hm - round(||tag - prev_tag||)`` in float32 and the first
+    row-major maximum wins (SPEC §8).  The joint's maps are summarised once per tile
+    (``_tile_summary``) and the tiles organised by tag value (``_tag_buckets``); each person
+    then searches only what can still hold its maximum (``_search_person``).  The rounded
+    distance is an integer and the heatmap spans a known range (below 1 for a trained or
+    rendered map), so a person's maximum lies at the smallest one or two rounded distances
+    among the highest heatmap values: a few buckets and tiles, whatever the crowd.  Work
+    buffers are allocated here, once per joint.
+    """
+    n_who = 0
+    for p in range(n_persons):
+        if _misses_joint(persons, p, j, has_prev):
+            n_who += 1
+    if n_who == 0:
+        return
+    band_tiles = (heatmap.shape[2] + tile_cols - 1) // tile_cols
+    n_tiles = ((heatmap.shape[1] + tile_rows - 1) // tile_rows) * band_tiles
+    tile = np.empty((n_tiles, 5), np.float32)
+    _tile_summary(j, heatmap, tags, tile, tile_rows, tile_cols)
+    order = np.empty(n_tiles, np.int64)
+    cell_start = np.empty(max_cells * max_cells + 1, np.int64)
+    cell_box = np.empty((max_cells * max_cells, 4), np.float32)
+    cell_cap = np.empty(max_cells * max_cells, np.float32)
+    cell_bound = np.empty((max_cells * max_cells, 2), np.float64)
+    n_cells = _tag_buckets(tile, n_tiles, order, cell_start, cell_box, cell_cap, bucket_size,
+                           max_cells)
+    for p in range(n_persons):
+        if _misses_joint(persons, p, j, has_prev):
+            at = _search_person(j, prev[p, 0], prev[p, 1], heatmap, tags, tile, order,
+                                cell_start, cell_box, cell_cap, n_cells, cell_bound,
+                                tile_rows, tile_cols)
+            _write_refined(j, p, at, persons, heatmap)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -707,16 +782,15 @@ def _scores_host(persons, n_persons, out):
         out[p] = _person_score(persons, p)
 
 
-def _refine_host(persons, n_persons, heatmap, tags, prev, has_prev, who, best, best_at, lower,
-                 tile, tile_at, tile_who, tile_count, tile_rows, tile_cols):
+def _refine_host(persons, n_persons, heatmap, tags, prev, has_prev, tile_rows, tile_cols,
+                 bucket_size, max_cells):
     for p in range(n_persons):
         has_prev[p] = 1 if _prev_tag(persons, p, tags, prev) > 0 else 0
     # Joints are independent (each writes only its own column of persons): parallel and still
     # deterministic.
     for j in numba.prange(persons.shape[1]):
-        _refine_joint(j, persons, n_persons, heatmap, tags, prev, has_prev, who[j], best[j],
-                      best_at[j], lower[j], tile[j], tile_at[j], tile_who[j], tile_count[j],
-                      tile_rows, tile_cols)
+        _refine_joint(j, persons, n_persons, heatmap, tags, prev, has_prev, tile_rows,
+                      tile_cols, bucket_size, max_cells)
 
 
 def _mean_tags_host(tag_list, tag_len, out):
@@ -740,11 +814,20 @@ _CORE_NAMES = (
     "_group",
     "_person_score",
     "_prev_tag",
-    "_cannot_win",
     "_refine_score",
-    "_tile_gap",
     "_misses_joint",
     "_write_refined",
+)
+
+# The host's refine search (see _refine_joint).  Compiled for the host only: the device build
+# (runtime.cuda_grouping) compiles _CORE_NAMES and keeps its own dense search.
+_HOST_REFINE_NAMES = (
+    "_nearest",
+    "_tile_summary",
+    "_cell_of",
+    "_tag_buckets",
+    "_bound",
+    "_search_person",
     "_refine_joint",
 )
 
@@ -780,7 +863,7 @@ _DRIVER_NAMES = ("_scores_host", "_mean_tags_host", "_refine_host")
 def _build_host():
     """The host build: every core with ``numba.njit``, the refine driver also parallel."""
     njit = numba.njit(cache=True, nogil=True)
-    cores = compile_cores(njit, _CORE_NAMES + _DRIVER_NAMES[:2])
+    cores = compile_cores(njit, _CORE_NAMES + _HOST_REFINE_NAMES + _DRIVER_NAMES[:2])
     compile_cores(numba.njit(cache=True, nogil=True, parallel=True), _DRIVER_NAMES[2:],
                   cores.namespace)
     return _view(cores.namespace)
@@ -788,11 +871,12 @@ def _build_host():
 
 def _build_plain():
     """The same functions uncompiled (slow; for tests and debugging)."""
-    return _view(compile_cores(lambda fn: fn, _CORE_NAMES + _DRIVER_NAMES).namespace)
+    return _view(compile_cores(lambda fn: fn, _CORE_NAMES + _HOST_REFINE_NAMES
+                               + _DRIVER_NAMES).namespace)
 
 
 def _view(namespace):
-    names = _CORE_NAMES + _DRIVER_NAMES
+    names = _CORE_NAMES + _HOST_REFINE_NAMES + _DRIVER_NAMES
     return types.SimpleNamespace(**{name.lstrip("_"): namespace[name] for name in names})
 
 
@@ -915,18 +999,8 @@ def _refine_with(impl, persons, heatmap, tags):
     work = np.ascontiguousarray(persons, dtype=np.float32)
     prev = np.zeros((n_persons, 2), np.float32)
     has_prev = np.zeros(n_persons, np.int8)
-    who = np.zeros((NUM_JOINTS, n_persons), np.int64)
-    best = np.zeros((NUM_JOINTS, n_persons), np.float32)
-    best_at = np.zeros((NUM_JOINTS, n_persons), np.int64)
-    lower = np.zeros((NUM_JOINTS, n_persons), np.float32)
-    band_tiles = -(-heatmap.shape[2] // _TILE_COLS)
-    n_tiles = -(-heatmap.shape[1] // _TILE_ROWS) * band_tiles
-    tile = np.zeros((NUM_JOINTS, n_tiles, 5), np.float32)
-    tile_at = np.zeros((NUM_JOINTS, n_tiles), np.int64)
-    tile_who = np.zeros((NUM_JOINTS, band_tiles, n_persons), np.int32)
-    tile_count = np.zeros((NUM_JOINTS, band_tiles), np.int64)
-    impl.refine_host(work, n_persons, heatmap, tags, prev, has_prev, who, best, best_at, lower,
-                     tile, tile_at, tile_who, tile_count, _TILE_ROWS, _TILE_COLS)
+    impl.refine_host(work, n_persons, heatmap, tags, prev, has_prev, _TILE_ROWS, _TILE_COLS,
+                     _BUCKET_SIZE, _MAX_BUCKETS)
     if work is not persons:
         persons[...] = work
 

@@ -450,3 +450,30 @@ def test_plain_python_cores_agree():
     grouping._refine_with(plain, ours, heatmap, tags)
     grouping.refine(theirs, heatmap, tags)
     assert same_bits(ours, theirs)
+
+
+def test_refine_search_order_keeps_first_pixel_on_ties():
+    """The host refine searches tiles by decreasing heatmap value, not in row-major order, so
+    an equal score met later must still win when its pixel comes first.  Here pixel (0, 0)
+    (heatmap 0.5, same tag as the person: score 0.5) comes first in row-major order, and a
+    pixel in a later tile (heatmap 1.5, one tag unit away: score 0.5) is searched first (its
+    tile also holds the person's tag, so its bound 1.5 beats the first tile's 0.5).
+    Mutations tried: dropping ``or (score == best and at < best_at)`` in
+    ``grouping._search_person`` (the later pixel wins) and breaking on ``h_max <= best``
+    instead of ``h_max < best`` (the first pixel's tile is never searched): both fail here.
+    """
+    height, width = 24, 40
+    heatmap = np.zeros((17, height, width), np.float32)
+    tags = np.full((17, height, width, 2), 9.0, np.float32)
+    tags[0, 1, 1] = (2.0, 0.0)  # the person's only joint -> person tag (2, 0)
+    heatmap[1, 0, 0] = 0.5
+    tags[1, 0, 0] = (2.0, 0.0)
+    heatmap[1, 20, 35] = 1.5
+    tags[1, 20, 35] = (3.0, 0.0)
+    tags[1, 20, 34] = (2.0, 0.0)  # heatmap 0 there: the later tile's bound is 1.5, searched first
+    persons = np.zeros((1, 17, 5), np.float32)
+    persons[0, 0] = (1.75, 1.25, 0.9, 2.0, 0.0)
+    oracle = persons[0].copy()
+    grouping.refine(persons, heatmap, tags)
+    assert same_bits(baseline.refine(heatmap, tags, oracle), persons[0])
+    assert persons[0, 1, 2] == np.float32(0.5)  # pixel (0, 0), not (20, 35)
