@@ -364,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
     if not progress.done:
         return EXIT_USER_ERROR  # every image was bad: each has its line, nothing is written
     print(keep_finished(args, progress, start, "wrote"))
-    device_io = opened[0].backend.device_io if opened else None
+    device_io = getattr(opened[0].backend, "device_io", None) if opened else None
     note = device_io.eviction_note(progress.done) if device_io is not None else None
     if note:
         print(note)
