@@ -45,9 +45,11 @@ GROUPINGS = ("host", "device")
 
 
 def check_finite(outputs: dict[str, np.ndarray], backend: Backend) -> None:
-    """A ModelFault when the candidates hold NaN or infinity: the file's weights are damaged (or its
-    precision overflowed), and its people would be silently wrong or missing."""
-    if not np.isfinite(outputs["candidates"]).all():
+    """A ModelFault when the candidates (or, from a server that groups, the people) hold NaN or infinity:
+    the file's weights are damaged (or its precision overflowed), and its people would be silently wrong
+    or missing."""
+    first = outputs["candidates"] if "candidates" in outputs else outputs["persons"]
+    if not np.isfinite(first).all():
         where = getattr(backend, "path", None) or backend.name
         raise ModelFault(f"{where}: the model computes NaN or infinite values, so its weights are damaged; export "
                          f"the file again (python -m export.onnx) from a good checkpoint")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.backends.base import Backend, TensorSpec, io_specs
-from runtime.errors import UserError, require
+from runtime.errors import ModelFault, UserError, require
 from runtime.serving import GRAPH_OUTPUTS, METADATA_KEY, METADATA_MODEL_SUFFIX, PEOPLE_OUTPUTS, parse_metadata_json
 
 SCHEME = "triton://"
@@ -116,7 +116,11 @@ class TritonBackend(Backend):
     # --------------------------------------------------------------------------------------------
 
     def _call(self, request, what: str):
-        """Run one client call; connection failures and timeouts become one line naming the URL."""
+        """Run one client call; connection failures and timeouts become one line naming the URL.
+
+        An error the server answers for this request (a refused input) is a ``UserError``: that image is
+        skipped. A server that is gone, stalls or breaks the connection is a ``ModelFault``: no later
+        image can succeed, so the run stops (keeping what was finished)."""
         from tritonclient.utils import InferenceServerException
 
         try:
@@ -124,16 +128,16 @@ class TritonBackend(Backend):
         except InferenceServerException as exc:
             raise UserError(f"{self.url}: {what} failed: {_reason(exc)}") from None
         except TimeoutError:
-            raise UserError(f"{self.url}: {what} timed out after {self.url.timeout:g} s; the server is overloaded "
+            raise ModelFault(f"{self.url}: {what} timed out after {self.url.timeout:g} s; the server is overloaded "
                             f"or the model slow: raise the limit with {self.url}?timeout=SECONDS") from None
         except (ConnectionError, OSError) as exc:
-            raise UserError(f"{self.url}: no Triton server answers at {self.url.endpoint} ({_reason(exc)}) while "
+            raise ModelFault(f"{self.url}: no Triton server answers at {self.url.endpoint} ({_reason(exc)}) while "
                             f"{what}; start one (python -m runtime.serve --engine FILE) or check HOST:PORT") from None
         except Exception as exc:  # noqa: BLE001 - gevent's timeouts and socket errors have their own types
             if "timeout" in type(exc).__name__.lower() or "timed out" in str(exc).lower():
-                raise UserError(f"{self.url}: {what} timed out after {self.url.timeout:g} s; the server is overloaded "
+                raise ModelFault(f"{self.url}: {what} timed out after {self.url.timeout:g} s; the server is overloaded "
                                 f"or the model slow: raise the limit with {self.url}?timeout=SECONDS") from None
-            raise UserError(f"{self.url}: {what} failed ({_reason(exc)}); check that the server at "
+            raise ModelFault(f"{self.url}: {what} failed ({_reason(exc)}); check that the server at "
                             f"{self.url.endpoint} is running (python -m runtime.serve --engine FILE)") from None
 
     def _check_ready(self) -> None:
