@@ -710,11 +710,11 @@ def run(args: argparse.Namespace) -> int:
     images = coco.images[: args.limit] if args.limit else coco.images
     if not images:
         raise UserError(f"{coco.ann}: no images")
-    if args.rendered:  # rendered outputs replace the network: its weights take no part
-        args.checkpoint = args.checkpoint or "synthetic:0"
-    else:
-        from export.zoo import cli_checkpoint
+    from export.zoo import SYNTHETIC_DEFAULT, cli_checkpoint
 
+    if args.rendered:  # rendered outputs replace the network: its weights take no part
+        args.checkpoint = args.checkpoint or SYNTHETIC_DEFAULT
+    else:
         args.checkpoint = cli_checkpoint(args.checkpoint, args.arch, args.input_size)
     plans = plan_backends(args, images)
     compute(plans, args, coco, images)
