@@ -226,7 +226,7 @@ TRT_SOURCE = {"trt-fp32": "onnx", "trt-fp16": "onnx-fp16", "trt-int8": "onnx-int
 def engine_file(name: str, args: argparse.Namespace, settings: dict, images: list) -> Path:
     """The TensorRT plan of a trt-* backend under OUT/models/, built on first use from its ONNX file,
     with a profile whose largest shape covers every image of the run (batch 1)."""
-    from export.onnx import INPUT_MULTIPLE
+    from runtime.metadata import INPUT_MULTIPLE
     from export.trt import BaseShapes, build_engine, default_shapes
     from runtime.metadata import ModelMetadata
     from runtime.preprocess import scale_geometry

@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from calib.ort_cpu import optimized_op_counts
-    from export.onnx import CandidateAgreement, compare_precision
+    from export.verify import CandidateAgreement, compare_precision
     from runtime.backends.onnx_backend import OnnxBackend
     from runtime.preprocess import prepare, read_image
 

@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
     from calib import quantize as q
     from calib.dataset import image_list_digest, list_images
-    from export.onnx import compare_precision, prepared_feed, set_metadata, write_model
+    from export.onnx import set_metadata, write_model
+    from export.verify import compare_precision, prepared_feed
 
     target = args.output or Path(f"{args.onnx.stem}.int8.onnx")
     if target.suffix != ".onnx":

@@ -84,7 +84,7 @@ from pathlib import Path
 
 from runtime.errors import UserError
 from runtime.files import cache_dir, file_sha256, write_with
-from runtime.metadata import ModelMetadata
+from runtime.metadata import ModelMetadata, read_props
 
 METHODS = ("percentile", "entropy", "minmax")
 DEFAULT_METHOD = "percentile"
@@ -153,13 +153,8 @@ def open_source(path: Path) -> Source:
         model = onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 - protobuf reports bad files with several exception types
         raise UserError(f"--onnx {path}: not a readable ONNX file ({' '.join(str(exc).split())[:160]})") from None
-    props = {p.key: p.value for p in model.metadata_props}
-    if not any(key.startswith("hrnet_deploy.") for key in props):
-        raise UserError(f"--onnx {path}: not an hrnet-deploy export (no hrnet_deploy metadata); {REEXPORT}")
-    try:
-        metadata = ModelMetadata.from_props(props)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise UserError(f"--onnx {path}: its hrnet_deploy metadata is damaged ({exc}); {REEXPORT}") from None
+    facts = read_props({p.key: p.value for p in model.metadata_props}, f"--onnx {path}", REEXPORT)
+    metadata, props = facts.metadata, facts.props
     if metadata.precision != "fp32":
         raise UserError(f"--onnx {path}: this file is {metadata.precision}; INT8 calibration starts from the FP32 "
                         f"export ({REEXPORT})")

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import torch
 
-from export.model import ARCHS, HigherHRNet, build_model
+from export.model import ARCH_CONFIGS, HigherHRNet, build_model
 from export.synthetic_weights import synthetic_state_dict
 from export.zoo import SYNTHETIC_PREFIX, ZOO, ZOO_ENTRIES, _fetch_zoo
 from runtime.errors import UserError
@@ -71,12 +71,12 @@ def _template(arch: str) -> dict[str, torch.Tensor]:
     """Keys, shapes and dtypes of ``arch``'s state dict, without allocating weights."""
     _check_arch(arch)
     with torch.device("meta"):
-        return HigherHRNet(ARCHS[arch]).state_dict()
+        return HigherHRNet(ARCH_CONFIGS[arch]).state_dict()
 
 
 def _check_arch(arch: str) -> None:
-    if arch not in ARCHS:
-        raise UserError(f"unknown arch {arch!r}: choose one of {', '.join(sorted(ARCHS))}")
+    if arch not in ARCH_CONFIGS:
+        raise UserError(f"unknown arch {arch!r}: choose one of {', '.join(sorted(ARCH_CONFIGS))}")
 
 
 def _resolve(spec: str, arch: str, template: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
@@ -220,7 +220,7 @@ def _names(keys: list[str]) -> str:
 
 def _hint(arch: str, state: Mapping[str, Any], template: Mapping[str, torch.Tensor]) -> str:
     width = _file_width(state)
-    other = next((a for a, cfg in ARCHS.items() if cfg.width == width), None)
+    other = next((a for a, cfg in ARCH_CONFIGS.items() if cfg.width == width), None)
     if other is not None and other != arch:
         return f"This looks like a {other} checkpoint given for --arch {arch}? Pass --arch {other}."
     if not any(k in template for k in state):

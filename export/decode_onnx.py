@@ -109,7 +109,7 @@ def torch_outputs(config: DecodeConfig, raw: list[np.ndarray]) -> dict[str, np.n
     import torch
 
     from export.graphs import DecodeOnly
-    from export.onnx import OUTPUT_NAMES
+    from runtime.metadata import OUTPUT_NAMES
 
     with torch.inference_mode():
         outputs = DecodeOnly(config)(*[torch.from_numpy(a) for a in raw])
@@ -120,7 +120,7 @@ def verify(path: Path, config: DecodeConfig):
     """``onnx.checker``, then the file in ONNX Runtime against torch; returns the comparison."""
     import onnx
 
-    from export.onnx import compare_outputs
+    from export.verify import compare_outputs
 
     onnx.checker.check_model(str(path))
     raw = sample_outputs(config, *VERIFY, seed=1)
@@ -133,7 +133,8 @@ def write_decode_file(target: Path, config: DecodeConfig, opset: int | None = No
 
     Raises ``RuntimeError`` (and writes nothing) when ONNX Runtime and torch disagree beyond tolerance.
     """
-    from export.onnx import OPSET, REL_TOLERANCE, write_model
+    from export.onnx import OPSET, write_model
+    from export.verify import REL_TOLERANCE
 
     temporary = write_model(export_model(config, opset or OPSET), target)
     try:

@@ -26,8 +26,7 @@ import torch
 from torch import nn
 
 from runtime.errors import UserError
-
-NUM_JOINTS = 17
+from runtime.metadata import ARCHS, NUM_JOINTS
 
 
 @dataclass(frozen=True)
@@ -48,10 +47,8 @@ class ArchConfig:
         return tuple(self.width * 2**b for b in range(num_branches))
 
 
-ARCHS: dict[str, ArchConfig] = {
-    "w32": ArchConfig(name="w32", width=32),
-    "w48": ArchConfig(name="w48", width=48),
-}
+# The configuration of each name in runtime.metadata.ARCHS (the names every CLI and file uses).
+ARCH_CONFIGS: dict[str, ArchConfig] = {name: ArchConfig(name=name, width=int(name[1:])) for name in ARCHS}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,6 +281,6 @@ def build_model(arch: str) -> HigherHRNet:
 
     Weights are PyTorch's default initialization; load a checkpoint with ``export.checkpoint``.
     """
-    if arch not in ARCHS:
+    if arch not in ARCH_CONFIGS:
         raise UserError(f"unknown arch {arch!r}: choose one of {', '.join(sorted(ARCHS))}")
-    return HigherHRNet(ARCHS[arch]).float().eval()
+    return HigherHRNet(ARCH_CONFIGS[arch]).float().eval()

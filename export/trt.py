@@ -69,10 +69,8 @@ from runtime.backends.trt_backend import (
 from runtime.cli import run_cli
 from runtime.errors import UserError, require
 from runtime.files import file_sha256, publish, write_temporary
-from runtime.metadata import TOOLKIT_VERSION, ModelMetadata
+from runtime.metadata import TOOLKIT_VERSION, ModelMetadata, read_props
 
-INPUT_MULTIPLE_KEY = "export.input_multiple"
-DEFAULT_INPUT_MULTIPLE = 64
 DEFAULT_MAX_BATCH = 4
 DEFAULT_WORKSPACE_GIB = 4.0
 REEXPORT = "re-export it with python -m export.onnx"
@@ -184,24 +182,14 @@ class OnnxFacts:
 
 def read_onnx(path: Path) -> OnnxFacts:
     """The ONNX file's metadata_props (an hrnet-deploy export), input multiple and sha256."""
-    import json
-
     onnx = require("onnx", "trt")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
         raise UserError(f"--onnx {path}: not a readable ONNX file ({' '.join(str(exc).split())[:120]})") from None
-    props = {entry.key: entry.value for entry in model.metadata_props}
+    facts = read_props({entry.key: entry.value for entry in model.metadata_props}, f"--onnx {path}", REEXPORT)
     del model
-    if not any(key.startswith("hrnet_deploy.") for key in props):
-        raise UserError(f"--onnx {path}: not an hrnet-deploy export (no hrnet_deploy metadata); {REEXPORT}")
-    try:
-        metadata = ModelMetadata.from_props(props)
-    except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
-        raise UserError(f"--onnx {path}: its hrnet_deploy metadata is incomplete or damaged ({exc}); {REEXPORT}") from None
-    value = props.get(INPUT_MULTIPLE_KEY, "")
-    multiple = int(value) if value.isdigit() and int(value) > 0 else DEFAULT_INPUT_MULTIPLE
-    return OnnxFacts(path, metadata, props, multiple, file_sha256(path))
+    return OnnxFacts(path, facts.metadata, facts.props, facts.input_multiple, file_sha256(path))
 
 
 def make_sidecar(plan: Path, plan_sha256: str, onnx: OnnxFacts, shapes: BaseShapes, max_batch: int,

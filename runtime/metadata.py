@@ -16,6 +16,12 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 ARCHS = ("w32", "w48")
 INPUT_SIZES = (512, 640)
+# What every exported graph returns, in this order.
+OUTPUT_NAMES = ("candidates", "heatmap", "tags")
+# Input sides must be multiples of this: what runtime.preprocess produces for every scale. An ONNX file
+# records it under INPUT_MULTIPLE_KEY beside the ModelMetadata keys.
+INPUT_MULTIPLE = 64
+INPUT_MULTIPLE_KEY = "export.input_multiple"
 TOOLKIT_VERSION = "0.1.0"
 # Test scales a file may hold: 0.25 of a 512 input is 128 px, 4 times it 2048 px (mmpose's are 2, 1, 0.5).
 SCALE_RANGE = (0.25, 4.0)
@@ -92,3 +98,33 @@ class ModelMetadata:
         decode = DecodeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in decode.items()})
         tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         return cls(decode=decode, **tuples)
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What an exported file's ``metadata_props`` say: the metadata, the input multiple, every entry."""
+
+    metadata: ModelMetadata
+    input_multiple: int
+    props: dict[str, str]  # hrnet_deploy.*, export.*, calib.* entries as written
+
+
+def read_props(props: dict[str, str], where: str, fix: str = "re-export it with python -m export.onnx") -> FileFacts:
+    """Parse a file's ``metadata_props`` however they were read (onnx, ONNX Runtime, a sidecar).
+
+    The one reader every consumer shares, so a file is accepted or refused the same way everywhere.
+    A map without hrnet_deploy keys, or with damaged ones, is a ``UserError`` that starts with
+    ``where`` (the file, or the flag that named it) and ends with ``fix``.
+    """
+    from runtime.errors import UserError
+
+    props = dict(props)
+    if not any(key.startswith("hrnet_deploy.") for key in props):
+        raise UserError(f"{where}: not an hrnet-deploy export (no hrnet_deploy metadata in the file); {fix}")
+    try:
+        metadata = ModelMetadata.from_props(props)
+    except (KeyError, ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise UserError(f"{where}: its hrnet_deploy metadata is incomplete or damaged ({exc}); {fix}") from None
+    value = props.get(INPUT_MULTIPLE_KEY, "")
+    multiple = int(value) if value.isdigit() and int(value) > 0 else INPUT_MULTIPLE
+    return FileFacts(metadata, multiple, props)

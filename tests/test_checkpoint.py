@@ -21,7 +21,7 @@ from export import checkpoint
 from export import zoo
 from export.checkpoint import load_model, resolve_state_dict
 from export.zoo import ZOO, ZOO_ENTRIES, ZooEntry
-from export.model import HigherHRNet, ARCHS, build_model
+from export.model import HigherHRNet, ARCH_CONFIGS, build_model
 from export.synthetic_weights import synthetic_state_dict
 from runtime.errors import UserError
 
@@ -34,7 +34,7 @@ def _sha256(path: Path) -> str:
 def _cheap_state_dict(arch: str) -> OrderedDict:
     """Keys and shapes of ``arch`` with every float tensor a view of one small shared storage."""
     with torch.device("meta"):
-        template = HigherHRNet(ARCHS[arch]).state_dict()
+        template = HigherHRNet(ARCH_CONFIGS[arch]).state_dict()
     base = torch.linspace(-1, 1, max(v.numel() for v in template.values()))
     out = OrderedDict()
     for key, ref in template.items():
@@ -79,7 +79,7 @@ def files(tmp_path_factory, synthetic) -> dict[str, Path]:
 def cheap_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("cheap")
     paths = {}
-    for arch in ARCHS:
+    for arch in ARCH_CONFIGS:
         paths[arch] = folder / f"{arch}_cheap.pth"
         torch.save({"state_dict": _cheap_state_dict(arch)}, paths[arch])
     return paths
@@ -107,7 +107,7 @@ def test_zoo_table():
         assert ZOO[entry.alias] is ZOO[entry.name] is entry
         assert entry.url == f"https://download.openmmlab.com/mmpose/bottom_up/{entry.filename}"
         assert re.fullmatch(r"[0-9a-f]{8}", entry.sha256_prefix) and f"-{entry.sha256_prefix}_" in entry.name
-        assert entry.arch in ARCHS
+        assert entry.arch in ARCH_CONFIGS
         assert set(entry.metrics) == {"AP", "AP50", "AP75", "AR", "AR50", "AP_ms"}
     w32_512 = ZOO["higher_hrnet32_coco_512x512-8ae85183_20200713"]
     assert (w32_512.arch, w32_512.input_size, w32_512.sha256_prefix) == ("w32", 512, "8ae85183")

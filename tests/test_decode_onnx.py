@@ -16,6 +16,7 @@ pytest.importorskip("torch")
 
 from export import decode_onnx
 from export import onnx as exporter
+from export import verify
 from runtime.errors import UserError
 from runtime.metadata import DecodeConfig
 
@@ -59,7 +60,7 @@ def test_onnx_runtime_against_torch(single, size):
     want = decode_onnx.torch_outputs(config, raw)
     width, height = raw[0].shape[3] * 4, raw[0].shape[2] * 4
     assert got["heatmap"].shape == (size[3], 17, height, width) and got["tags"].shape == (size[3], 17, height, width, 2)
-    comparison = exporter.compare_outputs(want, got)
+    comparison = verify.compare_outputs(want, got)
     assert comparison.ok(), comparison.lines()
 
 
@@ -73,12 +74,12 @@ def test_multi_scale_file(tmp_path):
         assert session.config == config
         got = session.run(raw)
     assert got["heatmap"].shape[2:] == (raw[2].shape[2] * 4, raw[2].shape[3] * 4)
-    comparison = exporter.compare_outputs(decode_onnx.torch_outputs(config, raw), got)
+    comparison = verify.compare_outputs(decode_onnx.torch_outputs(config, raw), got)
     assert comparison.ok(), comparison.lines()
 
 
 def test_failed_verification_writes_nothing(tmp_path, monkeypatch):
-    failing = exporter.Comparison([], ["image 0 joint 0 (1, 1) reference only: injected"], [])
+    failing = verify.Comparison([], ["image 0 joint 0 (1, 1) reference only: injected"], [])
     monkeypatch.setattr(decode_onnx, "verify", lambda path, config: failing)
     target = tmp_path / "decode.onnx"
     with pytest.raises(RuntimeError, match="was not written.*injected"):

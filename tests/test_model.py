@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from export.model import ARCHS, ArchConfig, HigherHRNet, build_model
+from export.model import ARCH_CONFIGS, ArchConfig, HigherHRNet, build_model
 from export.synthetic_weights import synthetic_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def spec_sample_shapes(c: int) -> dict[str, list[int]]:
 # Fixtures
 
 
-@pytest.fixture(scope="module", params=sorted(ARCHS))
+@pytest.fixture(scope="module", params=sorted(ARCH_CONFIGS))
 def arch_model(request) -> tuple[str, HigherHRNet]:
     return request.param, build_model(request.param)
 
@@ -166,11 +166,11 @@ def _tensor_digest(t: torch.Tensor) -> str:
 
 
 def test_arch_table():
-    assert set(ARCHS) == {"w32", "w48"}
-    for name, cfg in ARCHS.items():
+    assert set(ARCH_CONFIGS) == {"w32", "w48"}
+    for name, cfg in ARCH_CONFIGS.items():
         assert isinstance(cfg, ArchConfig) and cfg.name == name and cfg.width == WIDTHS[name]
     # The variants differ in data only: every field but name and width is shared.
-    a, b = ARCHS["w32"], ARCHS["w48"]
+    a, b = ARCH_CONFIGS["w32"], ARCH_CONFIGS["w48"]
     assert {f: getattr(a, f) for f in a.__dataclass_fields__ if f not in ("name", "width")} == \
         {f: getattr(b, f) for f in b.__dataclass_fields__ if f not in ("name", "width")}
 

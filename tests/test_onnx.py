@@ -40,6 +40,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
 from export import onnx as exporter  # noqa: E402
+from export import verify  # noqa: E402
 from runtime.errors import UserError  # noqa: E402
 
 IMAGES = sorted((MINI / "images").glob("*.jpg")) if (MINI / "images").is_dir() else []
@@ -81,8 +82,8 @@ def ort_backend(exported):
 
 def _band(outputs) -> tuple[float, float]:
     """Tie bands for heatmap values and tag values: TIE_BAND of each map's magnitude."""
-    return (exporter.TIE_BAND * float(np.abs(outputs["heatmap"]).max()),
-            exporter.TIE_BAND * float(np.abs(outputs["tags"]).max()))
+    return (verify.TIE_BAND * float(np.abs(outputs["heatmap"]).max()),
+            verify.TIE_BAND * float(np.abs(outputs["tags"]).max()))
 
 
 def _decode(outputs, index: int = 0):
@@ -240,10 +241,10 @@ def explain_people_difference(ref, other, comparison) -> str | None:
 
 def check_against_reference(name: str, ref, other) -> None:
     """Dense tolerance and unexplained candidate differences fail; explained people differences xfail."""
-    comparison = exporter.compare_outputs(ref, other)
+    comparison = verify.compare_outputs(ref, other)
     for error in comparison.errors:
-        assert error.max_rel <= exporter.REL_TOLERANCE, (
-            f"{name}: {error.name} max rel {error.max_rel:.2e} (abs {error.max_abs:.2e}) > {exporter.REL_TOLERANCE}")
+        assert error.max_rel <= verify.REL_TOLERANCE, (
+            f"{name}: {error.name} max rel {error.max_rel:.2e} (abs {error.max_abs:.2e}) > {verify.REL_TOLERANCE}")
     assert not comparison.candidate_mismatches, f"{name}: " + "; ".join(comparison.candidate_mismatches[:3])
     people_ref, people_other = _decode(ref), _decode(other)
     if _same_people(people_ref, people_other):
@@ -301,8 +302,8 @@ def test_dynamic_batch_and_sizes(ort_backend, w32_synthetic):
     for shape in ((2, 128, 192, 3), (1, 192, 128, 3)):
         feed = {"image": rng.integers(0, 256, size=shape, dtype=np.uint8)}
         ref, got = w32_synthetic.run(feed), ort_backend.run(feed)
-        comparison = exporter.compare_outputs(ref, got)
-        assert all(e.max_rel <= exporter.REL_TOLERANCE for e in comparison.errors), comparison.lines()
+        comparison = verify.compare_outputs(ref, got)
+        assert all(e.max_rel <= verify.REL_TOLERANCE for e in comparison.errors), comparison.lines()
         assert not comparison.candidate_mismatches, comparison.lines()
         assert got["heatmap"].shape == (shape[0], 17, shape[1], shape[2])
 
@@ -323,7 +324,7 @@ def test_input_outside_the_file_is_a_user_error(ort_backend, exported):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SUBSET, ids=lambda p: p.name)
 def test_mini_set_against_torch(path, ort_backend, w32_synthetic):
-    feed = exporter.prepared_feed(w32_synthetic.metadata, path)
+    feed = verify.prepared_feed(w32_synthetic.metadata, path)
     check_against_reference(path.name, w32_synthetic.run(feed), ort_backend.run(feed))
 
 
@@ -344,7 +345,7 @@ def test_golden_people_through_onnx(record, ort_backend, w32_synthetic):
     except AssertionError:
         # Not the golden: the torch path must give the golden, and the difference must be a tie.
         assert_same_people(record["file_name"], *people_of(w32_synthetic), record)
-        feed = exporter.prepared_feed(w32_synthetic.metadata, MINI / "images" / record["file_name"])
+        feed = verify.prepared_feed(w32_synthetic.metadata, MINI / "images" / record["file_name"])
         check_against_reference(record["file_name"], w32_synthetic.run(feed), ort_backend.run(feed))
         raise
 
@@ -366,7 +367,7 @@ def test_multi_scale_export_against_torch(multi_scale_exported, w32_synthetic):
         assert backend.metadata == metadata
         assert [spec.name for spec in backend.inputs] == ["image_0", "image_1", "image_2"]
         for name in MULTI_SCALE_IMAGES:
-            feed = exporter.prepared_feed(metadata, need(MINI / "images" / name))
+            feed = verify.prepared_feed(metadata, need(MINI / "images" / name))
             assert [a.shape[1] for a in feed.values()] == [1024, 512, 256]
             try:
                 check_against_reference(name, reference.run(feed), backend.run(feed))
@@ -541,7 +542,7 @@ def test_cuda_graphs_captured_and_replayed_give_the_first_runs_outputs(exported)
     ort_cuda, torch_cuda = _cuda_backends(exported[0])
     with ort_cuda, torch_cuda, OnnxBackend(exported[0], device="cuda", cuda_graph=False) as plain:
         assert ort_cuda.cuda_graph, f"CUDA graphs refused: {ort_cuda.cuda_graph_refused}"
-        first = exporter.prepared_feed(torch_cuda.metadata, IMAGES[0])
+        first = verify.prepared_feed(torch_cuda.metadata, IMAGES[0])
         second = {key: np.ascontiguousarray(value[:, :, ::-1]) for key, value in first.items()}  # same shape
         expected = plain.run(first)
         runs = [ort_cuda.run(first) for _ in range(4)]  # warm-up, capture, replays
@@ -565,8 +566,8 @@ def test_cuda_fp32_people_equal_torch(path, exported):
 
     ort_cuda, torch_cuda = _cuda_backends(exported[0])
     with ort_cuda, torch_cuda:
-        feed = exporter.prepared_feed(torch_cuda.metadata, path)
-        comparison = exporter.compare_outputs(torch_cuda.run(feed), ort_cuda.run(feed))
+        feed = verify.prepared_feed(torch_cuda.metadata, path)
+        comparison = verify.compare_outputs(torch_cuda.run(feed), ort_cuda.run(feed))
         assert not comparison.candidate_mismatches, "; ".join(comparison.candidate_mismatches[:3])
         image = read_image(path)
         device_people, host_people = PoseEstimator(ort_cuda)(image), PoseEstimator(torch_cuda)(image)

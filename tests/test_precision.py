@@ -35,6 +35,7 @@ pytest.importorskip("torch")
 import calib.__main__ as calib_cli  # noqa: E402
 from calib import quantize as q  # noqa: E402
 from export import onnx as exporter  # noqa: E402
+from export import verify  # noqa: E402
 
 SAMPLES = REPO / "runtime" / "samples"
 ACCURACY_IMAGES = ["000000000785.jpg", "000000040083.jpg"]
@@ -404,12 +405,12 @@ def test_runtime_run_cli(precision, fp16_export, int8_export, tmp_path):
 @pytest.mark.parametrize("name", ACCURACY_IMAGES)
 def test_accuracy_against_torch(name, loaded, w32_synthetic):
     """Per-output SQNR against the FP32 torch graph above the floors the CLIs enforce."""
-    feed = exporter.prepared_feed(w32_synthetic.metadata, SAMPLES / name)
+    feed = verify.prepared_feed(w32_synthetic.metadata, SAMPLES / name)
     reference = w32_synthetic.run(feed)
-    floors = {"fp16": exporter.FP16_SQNR_FLOOR_DB, "int8": calib_cli.INT8_SQNR_FLOOR_DB}
+    floors = {"fp16": verify.FP16_SQNR_FLOOR_DB, "int8": calib_cli.INT8_SQNR_FLOOR_DB}
     report = []
     for precision, backend in loaded.items():
-        comparison = exporter.compare_precision(reference, backend.run(feed))
+        comparison = verify.compare_precision(reference, backend.run(feed))
         report.append(f"{precision}: " + "; ".join(line.strip() for line in comparison.lines()))
         assert comparison.ok(floors[precision]), "\n".join(report)
     print("\n".join(report))

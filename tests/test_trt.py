@@ -383,7 +383,7 @@ def test_gpu_sidecar_records_this_machine(engine):
 
 @pytest.mark.gpu
 def test_gpu_engine_matches_onnxruntime_cpu(engine, trt_backend):
-    from export.onnx import compare_outputs, prepared_feed
+    from export.verify import compare_outputs, prepared_feed
     from runtime.backends.onnx_backend import OnnxBackend
 
     feed = prepared_feed(trt_backend.metadata, _image_path())

@@ -8,8 +8,6 @@ import numpy as np
 from runtime.errors import UserError
 from runtime.metadata import ModelMetadata
 
-OUTPUT_NAMES = ("candidates", "heatmap", "tags")
-
 
 @dataclass(frozen=True)
 class TensorSpec:

@@ -22,18 +22,14 @@ input shapes, so no copy is made after the run.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from runtime.backends.base import Backend, TensorSpec, io_specs
 from runtime.errors import UserError, require
-from runtime.metadata import ModelMetadata
+from runtime.metadata import read_props
 
-# Key the exporter writes beside ModelMetadata's own: input sides must be multiples of it.
-INPUT_MULTIPLE_KEY = "export.input_multiple"
-DEFAULT_INPUT_MULTIPLE = 64
 REEXPORT = "re-export with python -m export.onnx"
 
 _ORT_TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(int64)": "int64",
@@ -99,9 +95,9 @@ class OnnxBackend(Backend):
         if self.device == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
             raise UserError(f"{self.path}: onnxruntime-gpu could not start its CUDA execution provider (the CUDA "
                             f"and cuDNN libraries it was built for were not found); install them, or use device cpu")
-        self.metadata = self._read_metadata()
+        facts = read_props(self.session.get_modelmeta().custom_metadata_map, str(self.path), REEXPORT)
+        self.metadata, self.stride = facts.metadata, facts.input_multiple
         self.inputs, self.outputs = io_specs(self.metadata)
-        self.stride = self._input_multiple()
         self._check_io()
 
     # --------------------------------------------------------------------------------------------
@@ -138,21 +134,6 @@ class OnnxBackend(Backend):
                 self.cuda_graph = True
                 return
         self.session = self._open(ort, options, [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"])
-
-    def _read_metadata(self) -> ModelMetadata:
-        props = dict(self.session.get_modelmeta().custom_metadata_map)
-        if not any(key.startswith("hrnet_deploy.") for key in props):
-            raise UserError(f"{self.path}: not an hrnet-deploy export (no hrnet_deploy metadata in the file): "
-                            f"{REEXPORT}")
-        try:
-            return ModelMetadata.from_props(props)
-        except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
-            raise UserError(f"{self.path}: its hrnet_deploy metadata is incomplete or damaged ({exc}): "
-                            f"{REEXPORT}") from None
-
-    def _input_multiple(self) -> int:
-        value = self.session.get_modelmeta().custom_metadata_map.get(INPUT_MULTIPLE_KEY, "")
-        return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_INPUT_MULTIPLE
 
     def _check_io(self) -> None:
         """The session's inputs and outputs must be the ones the metadata promises."""
