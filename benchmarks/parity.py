@@ -122,11 +122,12 @@ def checkpoint_identity(spec: str) -> str:
 
 def settings_identity(args: argparse.Namespace, checkpoint: str | None = None) -> dict:
     """The settings every backend of a run shares."""
+    refine = {} if not getattr(args, "no_refine", False) else {"refine": False}
     if args.rendered:
-        return {"format": CACHE_FORMAT, "mode": "rendered", "input_size": args.input_size}
+        return {"format": CACHE_FORMAT, "mode": "rendered", "input_size": args.input_size, **refine}
     return {"format": CACHE_FORMAT, "mode": "network", "arch": args.arch, "input_size": args.input_size,
             "checkpoint": checkpoint if checkpoint is not None else checkpoint_identity(args.checkpoint),
-            "scales": list(args.scales)}
+            "scales": list(args.scales), **refine}
 
 
 def backend_identity(name: str, settings: dict, model_sha256: str | None = None, calib_images: int | None = None) -> dict:
@@ -358,7 +359,8 @@ def people_function(plan: Plan, args: argparse.Namespace, coco: CocoSet):
             from export.decode_onnx import DecodeOnlySession
 
             decode = DecodeOnlySession(plan.model).run
-        return lambda image: rendered_people(image, annotations.get(image.id, []), args.input_size, decode)
+        return lambda image: rendered_people(image, annotations.get(image.id, []), args.input_size, decode,
+                                             refine=not args.no_refine)
     from runtime.backends import open_backend, open_torch
     from runtime.pipeline import PoseEstimator
 
@@ -366,7 +368,7 @@ def people_function(plan: Plan, args: argparse.Namespace, coco: CocoSet):
         else open_backend(plan.model, "cpu")
     # --grouping applies to the GPU rows (TensorRT); people are identical either way, so it is no cache key
     grouping = getattr(args, "grouping", "host") if backend.device_io is not None else "host"
-    estimator = PoseEstimator(backend, grouping=grouping)
+    estimator = PoseEstimator(backend, grouping=grouping, refine=not args.no_refine)
     return lambda image: estimator.estimate_file(image.path)
 
 
@@ -643,13 +645,15 @@ def build_report(plans: list[Plan], args: argparse.Namespace, coco: CocoSet, ima
         rows.append(row)
     mode = "GT-rendered network outputs" if args.rendered else \
         f"HigherHRNet-{args.arch.upper()} {args.input_size}, {args.checkpoint}, scales {','.join(f'{s:g}' for s in args.scales)}"
+    mode += ", no refine" if args.no_refine else ""
     report = {"tool": "benchmarks/parity.py", "title": f"{mode}, {len(images)} images",
               "settings": {"rendered": args.rendered, "arch": args.arch, "input_size": args.input_size,
                            "checkpoint": args.checkpoint, "scales": list(args.scales), "limit": args.limit,
-                           "calib_images": args.calib_images},
+                           "calib_images": args.calib_images, "refine": not args.no_refine},
               "dataset": {"ann": coco.ann.name, "images": len(images), "mini_set": is_mini},
               "reference": REFERENCE, "backends": rows, "golden": None, "published": None}
-    if args.rendered and is_mini and len(images) == len(coco.images) and GOLDEN_DECODE.is_file():
+    if args.rendered and is_mini and len(images) == len(coco.images) and GOLDEN_DECODE.is_file() \
+            and not args.no_refine:  # the golden is the reference's decode with refine
         report["golden"] = golden_check(rows)
     report["published"] = published_numbers(args, is_mini, ref_metrics)
     return report
@@ -685,6 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grouping", choices=("host", "device"), default="host",
                         help="TensorRT rows: group on the host (refine on the GPU) or all on the GPU; identical "
                              "people (default: host)")
+    parser.add_argument("--no-refine", action="store_true",
+                        help="every backend without refine: people straight from grouping + adjust (default: refine on)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "parity",
                         help="results, per-image cache and exported models (default: out/parity)")
     parser.add_argument("--no-progress", action="store_true",

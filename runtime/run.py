@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where a GPU backend groups people: host (only the ~10 KB of candidates come back, "
                              "grouped on a CPU core; refine runs on the GPU on the maps in place) or device (all on "
                              "the GPU, grouping on one GPU thread); identical people (default: host)")
+    engine.add_argument("--no-refine", action="store_true",
+                        help="people straight from grouping + adjust, without refine filling missing joints from "
+                             "the dense maps (SPEC §8): a cheaper host step, a lower AP (default: refine on)")
     model = parser.add_argument_group("PyTorch reference (when no --engine is given)")
     model.add_argument("--arch", choices=ARCHS, help="network width (default: w32)")
     model.add_argument("--input-size", type=int, choices=INPUT_SIZES,
@@ -114,7 +117,7 @@ def open_estimator(args: argparse.Namespace):
         args.checkpoint = cli_checkpoint(args.checkpoint, args.arch or "w32", args.input_size or 512)
         backend = open_torch(args.arch or "w32", args.checkpoint, args.input_size or 512, scales, device=args.device)
     try:
-        return PoseEstimator(backend, grouping=args.grouping)
+        return PoseEstimator(backend, grouping=args.grouping, refine=not args.no_refine)
     except BaseException:
         backend.close()
         raise
@@ -152,7 +155,7 @@ def describe(estimator) -> str:
     meta = estimator.metadata
     text = (f"model: {estimator.backend.name}, HigherHRNet-{meta.arch.upper()} input {meta.input_size}, "
             f"scales {list(meta.decode.scales)}, {meta.precision}, weights {meta.checkpoint}"
-            + ("" if meta.decode.flip else ", flip test off"))
+            + ("" if meta.decode.flip else ", flip test off") + ("" if estimator.refine else ", refine off"))
     refused = getattr(estimator.backend, "cuda_graph_refused", None)
     if refused:
         text += f"\nnote: running without CUDA graphs (ONNX Runtime refused them: {refused})"
