@@ -96,6 +96,18 @@ def test_video_frames_are_images(tmp_path):
     assert [line.split(":")[0] for line in done.stdout.splitlines() if line.startswith("clip_")] == [
         "clip_000000", "clip_000001", "clip_000002"]
     assert {entry["image_id"] for entry in json.loads(out.read_text())} <= {0, 1, 2}
+    # the annotated video beside the results (--out with .mp4): every frame, at the decoded input's size
+    # and rate, the synthetic banner drawn in red across the top
+    source = cv2.VideoCapture(str(path)).read()[1]
+    video = cv2.VideoCapture(str(tmp_path / "video.mp4"))
+    assert video.get(cv2.CAP_PROP_FPS) == 5
+    frames = []
+    while (read := video.read())[0]:
+        frames.append(read[1])
+    assert len(frames) == 3 and {f.shape for f in frames} == {source.shape}
+    assert all(f[2, :, 2].mean() > 150 > f[2, :, 0].mean() for f in frames)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "video.json", "video.mp4"]  # no temporary left
+    assert "annotated video" in done.stdout
 
 
 def test_unreadable_video(tmp_path):
