@@ -299,8 +299,10 @@ def parse_list(choices, kind=str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from runtime.cli import examples
+
     parser = argparse.ArgumentParser(prog="python benchmarks/modes.py", description=__doc__.split("\n\n")[0].split(" — ")[1],
-                                     epilog="Examples:" + __doc__.split("Examples:")[1],
+                                     epilog=examples(__doc__, "Weights, pictures and modes"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=8, help="first N mini COCO images (default: 8)")
     parser.add_argument("--sizes", type=parse_list((512, 640), int), default=(512, 640),

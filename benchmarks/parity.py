@@ -32,7 +32,6 @@ rows the decode-only file's sha256 (one key for all three, see below). A run ski
 in its cache, so an interrupted run continues where it stopped, and a change of settings gives new
 keys only to the backends it affects. `seconds` is the time of that image when
 it was computed (read + warp + graph + grouping; one untimed warm-up image per backend and process).
-Test hook: HRNET_PARITY_STOP_AFTER=N makes the run exit (code 75) after computing N images.
 
 --rendered feeds network outputs rendered from the ground truth (benchmarks/coco.py rendered_outputs)
 to each backend's own decode instead of running the network; on the full mini set every backend's
@@ -673,18 +672,18 @@ def parse_backends(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     from benchmarks.coco import add_dataset_and_model_arguments
-    from runtime.cli import parse_scales
+    from runtime.cli import examples, parse_scales
 
     parser = argparse.ArgumentParser(prog="python benchmarks/parity.py", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     epilog=examples(__doc__, "AP parity across backends"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_and_model_arguments(parser)
     parser.add_argument("--backends", type=parse_backends, default=list(BACKENDS),
                         help=f"comma-separated, from {','.join(BACKENDS)} (default: all; torch is always run)")
     parser.add_argument("--scales", type=parse_scales, default=(1.0,), help="test scales, e.g. 2,1,0.5 (default: 1)")
     parser.add_argument("--rendered", action="store_true",
-                        help="decode network outputs rendered from the ground truth instead of running the network")
-    parser.add_argument("--limit", type=int, help="only the first N images (sorted by file name)")
+                        help="decode network outputs rendered from the ground truth instead of running the network (default: run it)")
+    parser.add_argument("--limit", type=int, help="only the first N images (sorted by file name) (default: all)")
     parser.add_argument("--calib-images", type=int, default=8, help="onnx-int8: calibration images (default: 8)")
     parser.add_argument("--grouping", choices=("host", "device"), default="host",
                         help="TensorRT rows: group on the host (refine on the GPU) or all on the GPU; identical "
@@ -694,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=REPO / "out" / "parity",
                         help="results, per-image cache and exported models (default: out/parity)")
     parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bar (it is shown only when stderr is a terminal anyway)")
+                        help="no progress bar (it is shown only when stderr is a terminal anyway) (default: shown)")
     return parser
 
 

@@ -428,8 +428,10 @@ def print_gpu(rows: list[dict], grouping_rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from runtime.cli import examples
+
     parser = argparse.ArgumentParser(prog="python benchmarks/speed.py", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     epilog=examples(__doc__, "Speed"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--section", choices=("e2e", "host", "all"), default="all",
                         help="end to end per backend, host post-processing, or both (default: all)")

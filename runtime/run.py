@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.cli import EXIT_SKIPPED, EXIT_USER_ERROR, check_scales, parse_scales, run_cli
+from runtime.cli import EXIT_SKIPPED, EXIT_USER_ERROR, check_scales, examples, parse_scales, run_cli
 from runtime.errors import Interrupted, ModelFault, UserError
 from runtime.draw import PictureStyle
 from runtime.metadata import ARCHS, INPUT_SIZES
@@ -47,12 +47,12 @@ def bundled_samples() -> list[Path]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m runtime.run", description=__doc__.split("\n\n")[0].split(" — ", 1)[1],
-        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=examples(__doc__, "Export and run anywhere"), formatter_class=argparse.RawDescriptionHelpFormatter)
     engine = parser.add_argument_group("model file")
     engine.add_argument("--engine", metavar="FILE",
                         help="an exported model (.onnx from python -m export.onnx, or a TensorRT .plan from python -m "
                              "export.trt), or a served one: triton://HOST:PORT/MODEL (python -m runtime.serve); replaces "
-                             "the PyTorch flags below")
+                             "the PyTorch flags below (default: the PyTorch reference)")
     engine.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the model runs: cpu, or cuda (an .onnx --engine needs onnxruntime-gpu, the PyTorch "
                              "reference a CUDA torch); a .plan always runs on the GPU (default: cpu)")
@@ -79,17 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument("--image", nargs="+", type=Path, metavar="IMAGE",
                          help="image files, in the order results are written (default: the bundled samples)")
     sources.add_argument("--image-dir", type=Path, metavar="DIR",
-                         help="every .jpg/.jpeg/.png/.bmp/.webp file in DIR, sorted by name")
+                         help="every .jpg/.jpeg/.png/.bmp/.webp file in DIR, sorted by name (default: none)")
     sources.add_argument("--video", type=Path, metavar="PATH",
                          help="every frame of a video file (image_id = frame number, from 0); also writes the "
-                              "annotated video (see --video-out)")
+                              "annotated video (see --video-out) (default: none)")
     io.add_argument("--out", type=Path, default=Path("results.json"),
                     help="COCO keypoint results json, one entry per person (default: results.json)")
     io.add_argument("--video-out", type=Path, metavar="FILE",
                     help="with --video: the annotated video, MP4 (mp4v) at the input's frame rate (default: --out "
                          "with .mp4, e.g. results.mp4)")
     io.add_argument("--draw", type=Path, metavar="DIR",
-                    help="write a skeleton picture per image (or frame) into DIR, a folder that holds no input")
+                    help="write a skeleton picture per image (or frame) into DIR, a folder that holds no input (default: no pictures)")
     io.add_argument("--min-score", type=float, metavar="S",
                     help="keep only people whose score is at least S, in results and pictures (default: results "
                          f"keep everyone, as COCO evaluation needs; pictures show people from {PictureStyle.min_score})")
