@@ -150,3 +150,48 @@ def test_no_flip_is_the_reference_decode_without_flip(rendered):
             assert mine == theirs, f"{name}: joint {joint} candidates"
         ours = decode_people(candidates, heatmap, tags)
         assert_identical(name, ours, oracle_people(candidates, want_heatmap, want_tags, refine=True))
+
+
+def device_no_refine() -> dict:
+    """(Run under NUMBA_ENABLE_CUDASIM=1.) ``PoseEstimator(refine=False)`` on a backend whose outputs stay
+    on the device (simulated), grouping on the host and on the device: the people of the CPU path."""
+    from runtime.backends.device import DeviceIO
+    from runtime.pipeline import PoseEstimator
+    from tests.test_cuda_grouping import _MapsBackend
+
+    images = [np.full((48 + 8 * i, 64, 3), 10 * i, np.uint8) for i in range(3)]
+    want = PoseEstimator(_MapsBackend(None, seed=7), refine=False).batch(images)
+    refined = PoseEstimator(_MapsBackend(None, seed=7)).batch(images)
+    assert any(len(a) and not all(np.array_equal(p.keypoints, q.keypoints) for p, q in zip(a, b))
+               for a, b in zip(want, refined)), "refine changes nothing on these maps"
+    people = 0
+    for grouping in ("host", "device"):
+        got = PoseEstimator(_MapsBackend(DeviceIO(0), seed=7), grouping=grouping, refine=False).batch(images)
+        for a, b in zip(got, want, strict=True):
+            assert len(a) == len(b), grouping
+            assert all(np.array_equal(p.keypoints, q.keypoints) and p.score == q.score for p, q in zip(a, b)), grouping
+            people += len(a)
+    return {"people": people}
+
+
+def test_no_refine_on_a_device_backend_matches_the_cpu_path():
+    """The GPU path of ``--no-refine`` (numba's CUDA simulator; a subprocess, since the simulator is
+    chosen at import). Mutation tried: ``_device_people`` ignoring ``refine`` (the device refines) fails it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    done = subprocess.run([sys.executable, "-m", "tests.test_modes"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["people"] > 0
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(device_no_refine()))
