@@ -696,7 +696,7 @@ def _check_file(path: Path, feed, reference, label: str, precision: str = "fp32"
 
     onnx.checker.check_model(str(path))
     start = time.perf_counter()
-    with working(f"      {label}: ONNX Runtime (CPU) run"):
+    with working(f"      {label}: ONNX Runtime (CPU) run", file=sys.stdout):
         outputs = onnxruntime_outputs(path, feed)
     seconds = time.perf_counter() - start
     if precision == "fp32":
@@ -739,7 +739,7 @@ def run(args: argparse.Namespace) -> int:
            + ("" if precision == "fp32" else f", network {precision} (BatchNorm folded in fp32), decode fp32")
            + ("" if built.metadata.decode.flip else ", no flip test"))
     start = time.perf_counter()
-    with working("      tracing the graph"):
+    with working("      tracing the graph", file=sys.stdout):
         model = export_model(built, args.opset)
     _stage(f"      {len(model.graph.node)} nodes, {model.ByteSize() / 1024**2:.1f} MiB "
            f"({time.perf_counter() - start:.1f} s)")
@@ -756,7 +756,7 @@ def run(args: argparse.Namespace) -> int:
             _stage(f"[3/4] PyTorch reference on {args.verify_image.name}")
             feed = prepared_feed(built.metadata, args.verify_image)
             start = time.perf_counter()
-            with working("      PyTorch reference run"):
+            with working("      PyTorch reference run", file=sys.stdout):
                 reference = torch_outputs(built, feed)
             _stage(f"      {time.perf_counter() - start:.1f} s")
             comparison, plain = _check_file(temporary, feed, reference, "exported graph", precision)

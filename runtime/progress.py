@@ -40,28 +40,31 @@ def progress(items: Iterable[Item], total: int | None, label: str, unit: str = "
 
 
 @contextmanager
-def working(label: str, every_s: float = 10.0) -> Iterator[None]:
+def working(label: str, every_s: float = 10.0, file=None) -> Iterator[None]:
     """Show that one long call (a model's first run, a reference check) is still going.
 
-    On a terminal a tqdm counter of seconds; otherwise a line on stderr when it starts, one every
-    ``every_s`` seconds from a background thread while it runs, and one when it ends."""
+    On a terminal a tqdm counter of seconds; otherwise a line when it starts, one every ``every_s``
+    seconds from a background thread while it runs, and one when it ends. ``file``: where the lines
+    go (default stderr; a tool whose own stage lines are on stdout passes stdout, so its stderr keeps
+    only errors)."""
+    file = file or sys.stderr
     start = time.monotonic()
     stop = threading.Event()
-    if sys.stderr.isatty():
+    if file.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(desc=label, unit="s", bar_format="{desc}: {elapsed}")
+        bar = tqdm(desc=label, unit="s", bar_format="{desc}: {elapsed}", file=file)
 
         def tick() -> None:
             while not stop.wait(1.0):
                 bar.refresh()
     else:
         bar = None
-        print(f"{label} ...", file=sys.stderr, flush=True)
+        print(f"{label} ...", file=file, flush=True)
 
         def tick() -> None:
             while not stop.wait(every_s):
-                print(f"{label}: still running ({time.monotonic() - start:.0f} s)", file=sys.stderr, flush=True)
+                print(f"{label}: still running ({time.monotonic() - start:.0f} s)", file=file, flush=True)
 
     thread = threading.Thread(target=tick, daemon=True)
     thread.start()
@@ -73,4 +76,4 @@ def working(label: str, every_s: float = 10.0) -> Iterator[None]:
         if bar is not None:
             bar.close()
         else:
-            print(f"{label}: done in {time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
+            print(f"{label}: done in {time.monotonic() - start:.1f} s", file=file, flush=True)

@@ -447,7 +447,7 @@ def process(args: argparse.Namespace, estimator: Callable, sources: Iterator[Sou
         began += time.perf_counter() - opening  # an image's time is its own work, not the model's loading
         if model is not None and not progress.done and not progress.skipped:
             with working(f"first batch ({len(loaded)} image{'' if len(loaded) == 1 else 's'}): compiling the "
-                         f"grouping kernels (first run only) and running the model"):
+                         f"grouping kernels (first run only) and running the model", file=sys.stdout):
                 finished = estimate(model, loaded, skip)
         else:
             finished = estimate(model, loaded, skip)
