@@ -50,8 +50,9 @@ def file_tag(weights: str) -> str:
     return "synthetic0" if weights == SYNTHETIC else Path(weights).stem.replace(":", "_")
 
 
-def model_file(args: argparse.Namespace, weights: str, size: int, flip: bool, precision: str) -> Path:
-    """The ONNX file of one mode, exported (or quantized) once into OUT/models/."""
+def model_file(args: argparse.Namespace, weights: str, size: int, flip: bool, precision: str) -> Path | None:
+    """The ONNX file of one mode, exported (or quantized) once into OUT/models/; None for an INT8 file
+    that is neither given nor built yet under --no-build-int8."""
     stem = f"w32_{size}_{file_tag(weights)}" + ("" if flip else "_noflip")
     path = args.out / "models" / (f"{stem}.onnx" if precision == "fp32" else f"{stem}.{precision}.onnx")
     if precision == "int8" and weights == SYNTHETIC:
@@ -60,6 +61,9 @@ def model_file(args: argparse.Namespace, weights: str, size: int, flip: bool, pr
             return given
     if path.exists():
         return path
+    if precision == "int8" and args.no_build_int8:
+        say(f"{path.name}: not given (--int8) nor built; its rows are marked not measured (--no-build-int8)")
+        return None
     if precision == "int8":
         source = model_file(args, weights, size, flip, "fp32")
         command = ["-m", "calib", "--onnx", str(source), "--images", str(args.calib_images), "--skip-verify",
@@ -220,6 +224,9 @@ def measure(args: argparse.Namespace) -> list[dict]:
                     if weights != SYNTHETIC and precision != "fp32" and not args.all_real:
                         continue
                     path = model_file(args, weights, size, flip, precision)
+                    if path is None:
+                        nets[weights, flip, precision] = None
+                        continue
                     key = f"net|{size}|{file_sha256(path)[:16]}"
                     nets[weights, flip, precision] = state.get(key, lambda: network_part(path, images))
         full = nets[SYNTHETIC, True, "fp32"][refine_key(True)]["people"]
@@ -229,12 +236,12 @@ def measure(args: argparse.Namespace) -> list[dict]:
                 ap_rendered = evaluate(coco.ann, mode["results"], ids)["AP"]
                 for precision in args.precisions:
                     net = nets[SYNTHETIC, flip, precision]
-                    same, oks = agreement(full, net[refine_key(refine)]["people"])
+                    same, oks = agreement(full, net[refine_key(refine)]["people"]) if net else (None, None)
                     real_net = nets.get((real, flip, precision))
                     ap_real = evaluate(coco.ann, real_net[refine_key(refine)]["results"], ids)["AP"] if real_net else None
                     rows.append({"input": size, "flip": flip, "refine": refine, "precision": precision,
                                  "ap_rendered": ap_rendered, "identical": same, "mean_oks": oks, "ap_checkpoint": ap_real,
-                                 "graph_ms": 1e3 * net["graph_s"] / len(images),
+                                 "graph_ms": 1e3 * net["graph_s"] / len(images) if net else None,
                                  "post_ms": 1e3 * mode["post_s"] / len(images)})
     return rows
 
@@ -248,10 +255,14 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
              "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ap_real = "not measured" if r["ap_checkpoint"] is None else f"{r['ap_checkpoint']:.3f}"
+        if r["graph_ms"] is None:
+            measured = "not measured | not measured"
+            timing = f"not measured | {r['post_ms']:.1f} | not measured"
+        else:
+            measured = f"{100 * r['identical']:.0f}% | {r['mean_oks']:.3f}"
+            timing = f"{r['graph_ms']:.0f} | {r['post_ms']:.1f} | {r['graph_ms'] + r['post_ms']:.0f}"
         lines.append(f"| {r['input']} | {'on' if r['flip'] else 'off'} | {'on' if r['refine'] else 'off'} | "
-                     f"{r['precision'].upper()} | {r['ap_rendered']:.3f} | {100 * r['identical']:.0f}% | "
-                     f"{r['mean_oks']:.3f} | {ap_real} | {r['graph_ms']:.0f} | {r['post_ms']:.1f} | "
-                     f"{r['graph_ms'] + r['post_ms']:.0f} |")
+                     f"{r['precision'].upper()} | {r['ap_rendered']:.3f} | {measured} | {ap_real} | {timing} |")
     return "\n".join(lines) + "\n"
 
 
@@ -270,6 +281,8 @@ def plot(rows: list[dict], path: Path) -> None:
     markers = {"fp32": "o", "fp16": "s", "int8": "^"}
     colours = {(True, True): "tab:blue", (True, False): "tab:cyan", (False, True): "tab:red", (False, False): "tab:orange"}
     for r in rows:
+        if r["graph_ms"] is None:
+            continue
         ap = r["ap_checkpoint"] if r["ap_checkpoint"] is not None else r["ap_rendered"]
         axes.scatter(r["graph_ms"] + r["post_ms"], ap, marker=markers[r["precision"]],
                      color=colours[r["flip"], r["refine"]], s=30 if r["input"] == 512 else 70, alpha=0.8)
@@ -312,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--int8", type=Path, action="append", default=[], metavar="FILE",
                         help="an INT8 file of synthetic:0 weights (python -m calib) for the rows of its input size "
                              "and flip setting; repeatable (default: built with calib --images --calib-images)")
+    parser.add_argument("--no-build-int8", action="store_true",
+                        help="mark INT8 rows without a given or already built file not measured instead of "
+                             "building them (calib takes minutes each) (default: build)")
     parser.add_argument("--calib-images", type=int, default=8, help="calibration images of a built INT8 file (default: 8)")
     parser.add_argument("--checkpoint", help="real weights (.pth or zoo name) for the AP column (default: none)")
     parser.add_argument("--all-real", action="store_true",
