@@ -69,12 +69,14 @@ def top_k(nms_heatmap: np.ndarray, tags: np.ndarray, k: int = 30):
 
 
 class _Person:
-    """One person while grouping: its joint rows (float64) and the float32 tags it was given."""
+    """One person while grouping: its joint rows (float64) and the float32 tags it was given.
+
+    A row is ``(x, y, val, tag...)``: 5 numbers with the flip test's two tag components, 4 with one."""
 
     __slots__ = ("rows", "tags")
 
-    def __init__(self) -> None:
-        self.rows = np.zeros((NUM_JOINTS, 5), np.float64)
+    def __init__(self, width: int) -> None:
+        self.rows = np.zeros((NUM_JOINTS, width), np.float64)
         self.tags: list[np.ndarray] = []
 
     def mean_tag(self) -> np.ndarray:
@@ -90,7 +92,7 @@ def match_by_tag(loc: np.ndarray, val: np.ndarray, tag: np.ndarray,
     of 100 apart, so ties are everywhere and only that package's pairing reproduces mmpose).
     Persons are keyed by the first tag component of the candidate that founded them; a later
     founder with an equal key takes that person over: its row is written, its tag list restarts.
-    Returns ``[P, 17, 5]`` float32 in founding order.
+    Returns ``[P, 17, 3 + tag components]`` float32 in founding order.
     """
     from munkres import Munkres
 
@@ -99,7 +101,7 @@ def match_by_tag(loc: np.ndarray, val: np.ndarray, tag: np.ndarray,
     def found(key: float, joint: int, row: np.ndarray, tag32: np.ndarray) -> None:
         person = persons.get(key)
         if person is None:
-            person = persons[key] = _Person()
+            person = persons[key] = _Person(3 + tag.shape[-1])
         person.rows[joint] = row
         person.tags = [tag32]
 
@@ -131,7 +133,7 @@ def match_by_tag(loc: np.ndarray, val: np.ndarray, tag: np.ndarray,
                 found(rows[r, 3], joint, rows[r], tags32[r])
 
     if not persons:
-        return np.zeros((0, NUM_JOINTS, 5), np.float32)
+        return np.zeros((0, NUM_JOINTS, 3 + tag.shape[-1]), np.float32)
     return np.stack([person.rows for person in persons.values()]).astype(np.float32)
 
 
@@ -193,14 +195,17 @@ def refine(heatmap: np.ndarray, tags: np.ndarray, keypoints: np.ndarray) -> np.n
 
 
 def decode(heatmap: np.ndarray, tags: np.ndarray, k: int = 30,
-           detection_threshold: float = 0.1, tag_threshold: float = 1.0):
+           detection_threshold: float = 0.1, tag_threshold: float = 1.0, with_refine: bool = True):
     """SPEC §6-8 for one image: ``(persons [P, 17, 5], scores [P])``, both float32.
 
-    Scores are taken after adjust and before refine, as SPEC §8 says.
+    Scores are taken after adjust and before refine, as SPEC §8 says.  ``with_refine=False`` is the
+    reference's decode with refine turned off: the people of grouping + adjust.  ``tags`` may have
+    one component (``[17, H, W, 1]``, the reference without the flip test) or two.
     """
     loc, val, tag = top_k(nms(heatmap), tags, k)
     persons = adjust(match_by_tag(loc, val, tag, detection_threshold, tag_threshold), heatmap)
     scores = person_scores(persons)
-    for person in persons:
-        refine(heatmap, tags, person)
+    if with_refine:
+        for person in persons:
+            refine(heatmap, tags, person)
     return persons, scores

@@ -110,9 +110,10 @@ def rendered_decode(image: CocoImage, annotations: list[dict], input_size: int =
     return torch_outputs(DecodeConfig(), raw)
 
 
-def rendered_people(image: CocoImage, annotations: list[dict], input_size: int = 512, decode=None):
+def rendered_people(image: CocoImage, annotations: list[dict], input_size: int = 512, decode=None,
+                    refine: bool = True):
     """People decoded from network outputs rendered from the ground truth (``decode`` as in
-    ``rendered_decode``)."""
+    ``rendered_decode``; ``refine=False``: without refine)."""
     from runtime.grouping import decode_people
     from runtime.metadata import DecodeConfig
     from runtime.preprocess import scale_geometry
@@ -121,7 +122,7 @@ def rendered_people(image: CocoImage, annotations: list[dict], input_size: int =
     config = DecodeConfig()
     outputs = rendered_decode(image, annotations, input_size, decode)
     persons, scores = decode_people(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0],
-                                    config.detection_threshold, config.tag_threshold)
+                                    config.detection_threshold, config.tag_threshold, with_refine=refine)
     return people_in_image(persons, scores, scale_geometry(image.width, image.height, input_size))
 
 

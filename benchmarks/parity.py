@@ -32,7 +32,6 @@ rows the decode-only file's sha256 (one key for all three, see below). A run ski
 in its cache, so an interrupted run continues where it stopped, and a change of settings gives new
 keys only to the backends it affects. `seconds` is the time of that image when
 it was computed (read + warp + graph + grouping; one untimed warm-up image per backend and process).
-Test hook: HRNET_PARITY_STOP_AFTER=N makes the run exit (code 75) after computing N images.
 
 --rendered feeds network outputs rendered from the ground truth (benchmarks/coco.py rendered_outputs)
 to each backend's own decode instead of running the network; on the full mini set every backend's
@@ -122,11 +121,12 @@ def checkpoint_identity(spec: str) -> str:
 
 def settings_identity(args: argparse.Namespace, checkpoint: str | None = None) -> dict:
     """The settings every backend of a run shares."""
+    refine = {} if not getattr(args, "no_refine", False) else {"refine": False}
     if args.rendered:
-        return {"format": CACHE_FORMAT, "mode": "rendered", "input_size": args.input_size}
+        return {"format": CACHE_FORMAT, "mode": "rendered", "input_size": args.input_size, **refine}
     return {"format": CACHE_FORMAT, "mode": "network", "arch": args.arch, "input_size": args.input_size,
             "checkpoint": checkpoint if checkpoint is not None else checkpoint_identity(args.checkpoint),
-            "scales": list(args.scales)}
+            "scales": list(args.scales), **refine}
 
 
 def backend_identity(name: str, settings: dict, model_sha256: str | None = None, calib_images: int | None = None) -> dict:
@@ -358,7 +358,8 @@ def people_function(plan: Plan, args: argparse.Namespace, coco: CocoSet):
             from export.decode_onnx import DecodeOnlySession
 
             decode = DecodeOnlySession(plan.model).run
-        return lambda image: rendered_people(image, annotations.get(image.id, []), args.input_size, decode)
+        return lambda image: rendered_people(image, annotations.get(image.id, []), args.input_size, decode,
+                                             refine=not args.no_refine)
     from runtime.backends import open_backend, open_torch
     from runtime.pipeline import PoseEstimator
 
@@ -366,7 +367,7 @@ def people_function(plan: Plan, args: argparse.Namespace, coco: CocoSet):
         else open_backend(plan.model, "cpu")
     # --grouping applies to the GPU rows (TensorRT); people are identical either way, so it is no cache key
     grouping = getattr(args, "grouping", "host") if backend.device_io is not None else "host"
-    estimator = PoseEstimator(backend, grouping=grouping)
+    estimator = PoseEstimator(backend, grouping=grouping, refine=not args.no_refine)
     return lambda image: estimator.estimate_file(image.path)
 
 
@@ -643,13 +644,15 @@ def build_report(plans: list[Plan], args: argparse.Namespace, coco: CocoSet, ima
         rows.append(row)
     mode = "GT-rendered network outputs" if args.rendered else \
         f"HigherHRNet-{args.arch.upper()} {args.input_size}, {args.checkpoint}, scales {','.join(f'{s:g}' for s in args.scales)}"
+    mode += ", no refine" if args.no_refine else ""
     report = {"tool": "benchmarks/parity.py", "title": f"{mode}, {len(images)} images",
               "settings": {"rendered": args.rendered, "arch": args.arch, "input_size": args.input_size,
                            "checkpoint": args.checkpoint, "scales": list(args.scales), "limit": args.limit,
-                           "calib_images": args.calib_images},
+                           "calib_images": args.calib_images, "refine": not args.no_refine},
               "dataset": {"ann": coco.ann.name, "images": len(images), "mini_set": is_mini},
               "reference": REFERENCE, "backends": rows, "golden": None, "published": None}
-    if args.rendered and is_mini and len(images) == len(coco.images) and GOLDEN_DECODE.is_file():
+    if args.rendered and is_mini and len(images) == len(coco.images) and GOLDEN_DECODE.is_file() \
+            and not args.no_refine:  # the golden is the reference's decode with refine
         report["golden"] = golden_check(rows)
     report["published"] = published_numbers(args, is_mini, ref_metrics)
     return report
@@ -669,26 +672,28 @@ def parse_backends(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     from benchmarks.coco import add_dataset_and_model_arguments
-    from runtime.cli import parse_scales
+    from runtime.cli import examples, parse_scales
 
     parser = argparse.ArgumentParser(prog="python benchmarks/parity.py", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     epilog=examples(__doc__, "AP parity across backends"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_and_model_arguments(parser)
     parser.add_argument("--backends", type=parse_backends, default=list(BACKENDS),
                         help=f"comma-separated, from {','.join(BACKENDS)} (default: all; torch is always run)")
     parser.add_argument("--scales", type=parse_scales, default=(1.0,), help="test scales, e.g. 2,1,0.5 (default: 1)")
     parser.add_argument("--rendered", action="store_true",
-                        help="decode network outputs rendered from the ground truth instead of running the network")
-    parser.add_argument("--limit", type=int, help="only the first N images (sorted by file name)")
+                        help="decode network outputs rendered from the ground truth instead of running the network (default: run it)")
+    parser.add_argument("--limit", type=int, help="only the first N images (sorted by file name) (default: all)")
     parser.add_argument("--calib-images", type=int, default=8, help="onnx-int8: calibration images (default: 8)")
     parser.add_argument("--grouping", choices=("host", "device"), default="host",
                         help="TensorRT rows: group on the host (refine on the GPU) or all on the GPU; identical "
                              "people (default: host)")
+    parser.add_argument("--no-refine", action="store_true",
+                        help="every backend without refine: people straight from grouping + adjust (default: refine on)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "parity",
                         help="results, per-image cache and exported models (default: out/parity)")
     parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bar (it is shown only when stderr is a terminal anyway)")
+                        help="no progress bar (it is shown only when stderr is a terminal anyway) (default: shown)")
     return parser
 
 

@@ -57,22 +57,24 @@ def candidate_arrays(candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     return candidates[:, :, :2].astype(np.int64), candidates[:, :, 2].copy(), candidates[:, :, 3:5].copy()
 
 
-def mmpose_style(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mmpose_style(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray,
+                 refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The reference's host steps after top-k: match by tag (munkres), adjust, score, refine."""
     from benchmarks import baseline
 
     persons = baseline.match_by_tag(*candidate_arrays(candidates))
     baseline.adjust(persons, heatmap)
     scores = baseline.person_scores(persons)
-    for person in persons:
+    for person in persons if refine else ():
         baseline.refine(heatmap, tags, person)
     return persons, scores
 
 
-def ours(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def ours(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray,
+         refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
     from runtime.grouping import decode_people
 
-    return decode_people(candidates, heatmap, tags)
+    return decode_people(candidates, heatmap, tags, with_refine=refine)
 
 
 def rendered_maps(count: int):
@@ -110,12 +112,12 @@ def timed(function, arguments, repeat: int) -> tuple[float, tuple]:
     return statistics.median(times), result
 
 
-def host_postprocessing(maps, repeat: int, baseline_repeat: int) -> list[dict]:
+def host_postprocessing(maps, repeat: int, baseline_repeat: int, refine: bool = True) -> list[dict]:
     rows = []
     for name, candidates, heatmap, tags in maps:
-        ours(candidates, heatmap, tags)  # compile / warm caches outside the timing
-        t_ours, (persons, scores) = timed(ours, (candidates, heatmap, tags), repeat)
-        t_ref, (ref_persons, ref_scores) = timed(mmpose_style, (candidates, heatmap, tags), baseline_repeat)
+        ours(candidates, heatmap, tags, refine)  # compile / warm caches outside the timing
+        t_ours, (persons, scores) = timed(ours, (candidates, heatmap, tags, refine), repeat)
+        t_ref, (ref_persons, ref_scores) = timed(mmpose_style, (candidates, heatmap, tags, refine), baseline_repeat)
         identical = persons.shape == ref_persons.shape and np.allclose(persons, ref_persons, atol=1e-4)
         rows.append({"image": name, "size": f"{heatmap.shape[2]}x{heatmap.shape[1]}", "people": len(persons),
                      "missing": int((ref_persons[:, :, 2] == 0).sum()) if len(ref_persons) else 0,
@@ -139,7 +141,7 @@ def print_rows(title: str, rows: list[dict]) -> None:
 BACKENDS = ("onnx", "torch")
 
 
-def end_to_end_worker(kind: str, engine: Path | None, count: int) -> list[dict]:
+def end_to_end_worker(kind: str, engine: Path | None, count: int, refine: bool = True) -> list[dict]:
     """Run one backend over the bundled samples: stage seconds per image, images/s, peak RSS.
 
     The torch worker also times the reference's host decode (NumPy + munkres) on the same graph
@@ -151,7 +153,7 @@ def end_to_end_worker(kind: str, engine: Path | None, count: int) -> list[dict]:
     from runtime.run import bundled_samples
 
     backend = open_backend(engine) if kind == "onnx" else open_torch("w32", "synthetic:0", 512)
-    estimator = PoseEstimator(backend)
+    estimator = PoseEstimator(backend, refine=refine)
     decoders = {kind: ours} if kind == "onnx" else {"torch": ours, "mmpose-style": mmpose_style}
     paths = bundled_samples()[:count]
     shared = {"read_warp": 0.0, "graph": 0.0}
@@ -168,7 +170,7 @@ def end_to_end_worker(kind: str, engine: Path | None, count: int) -> list[dict]:
             shared["graph"] += ran - warped
         for name, decode in decoders.items():
             began = time.perf_counter()
-            persons, _ = decode(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0])
+            persons, _ = decode(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0], refine)
             if position:
                 post[name] += time.perf_counter() - began
                 people[name] += len(persons)
@@ -195,12 +197,13 @@ def ensure_engine(engine: Path | None) -> Path:
     return path
 
 
-def end_to_end(engine: Path | None, count: int) -> list[dict]:
+def end_to_end(engine: Path | None, count: int, refine: bool = True) -> list[dict]:
     engine = ensure_engine(engine)
     rows = []
     for kind in BACKENDS:
         done = subprocess.run([sys.executable, __file__, "--worker", kind, "--engine", str(engine),
-                               "--images", str(count)], capture_output=True, text=True, check=True)
+                               "--images", str(count)] + ([] if refine else ["--no-refine"]),
+                              capture_output=True, text=True, check=True)
         rows.extend(json.loads(done.stdout.strip().splitlines()[-1]))
     return rows
 
@@ -280,7 +283,8 @@ def _stage_row(name: str, times, people: int) -> dict:
             "images_per_s": 1.0 / (seconds["device_total"] + seconds["read_warp"])}
 
 
-def gpu_worker(kind: str, engine: Path | None, count: int, repeat: int, grouping: str = "host") -> list[dict]:
+def gpu_worker(kind: str, engine: Path | None, count: int, repeat: int, grouping: str = "host",
+               refine: bool = True) -> list[dict]:
     """One GPU backend over the bundled samples, warmed up (kernels compiled, CUDA graphs captured for
     every input shape), then ``repeat`` timed passes."""
     from runtime.backends import open_backend, open_torch
@@ -290,11 +294,11 @@ def gpu_worker(kind: str, engine: Path | None, count: int, repeat: int, grouping
 
     images = [read_image(path) for path in bundled_samples()[:count]]
     if kind == "mmpose-style":
-        return [mmpose_style_gpu(open_torch("w32", "synthetic:0", 512, device="cuda"), images, repeat)]
+        return [mmpose_style_gpu(open_torch("w32", "synthetic:0", 512, device="cuda"), images, repeat, refine)]
     from benchmarks.gpu_check import stage_times
 
     backend = open_backend(engine, device="cuda")
-    estimator = PoseEstimator(backend, grouping=grouping)
+    estimator = PoseEstimator(backend, grouping=grouping, refine=refine)
     for _ in range(3):  # ONNX Runtime captures a shape's CUDA graph after a first plain run
         for image in images:
             estimator(image)
@@ -308,7 +312,7 @@ def gpu_worker(kind: str, engine: Path | None, count: int, repeat: int, grouping
     return [row]
 
 
-def mmpose_style_gpu(backend, images: list[np.ndarray], repeat: int) -> dict:
+def mmpose_style_gpu(backend, images: list[np.ndarray], repeat: int, refine: bool = True) -> dict:
     """The reference's way on a GPU: network and dense decode in torch, maps to the host, host decode."""
     import torch
 
@@ -331,7 +335,7 @@ def mmpose_style_gpu(backend, images: list[np.ndarray], repeat: int) -> dict:
             ran = time.perf_counter()
             candidates, heatmap, tags = (t[0].cpu().numpy() for t in (candidates, heatmap, tags))
             downloaded = time.perf_counter()
-            persons, _ = mmpose_style(candidates, heatmap, tags)
+            persons, _ = mmpose_style(candidates, heatmap, tags, refine)
             done = time.perf_counter()
             if position:
                 times.add(StageTimes(read_warp=warped - began, upload=uploaded - warped, graph=ran - uploaded,
@@ -373,7 +377,7 @@ def device_grouping(repeat: int, count: int) -> list[dict]:
     return rows
 
 
-def gpu_end_to_end(count: int, repeat: int, grouping: str = "host") -> list[dict]:
+def gpu_end_to_end(count: int, repeat: int, grouping: str = "host", refine: bool = True) -> list[dict]:
     engines = {"onnx-cuda-fp32": ensure_engine(None), "onnx-cuda-fp16": ensure_fp16_engine()}
     if tensorrt_imports():
         engines.update({"trt-fp32": ensure_plan(engines["onnx-cuda-fp32"]),
@@ -384,7 +388,7 @@ def gpu_end_to_end(count: int, repeat: int, grouping: str = "host") -> list[dict
     rows = []
     for kind, engine in engines.items():
         command = [sys.executable, __file__, "--device", "cuda", "--worker", kind, "--images", str(count),
-                   "--repeat", str(repeat), "--grouping", grouping]
+                   "--repeat", str(repeat), "--grouping", grouping] + ([] if refine else ["--no-refine"])
         done = subprocess.run(command + (["--engine", str(engine)] if engine else []),
                               capture_output=True, text=True, check=False)
         if done.returncode:
@@ -424,8 +428,10 @@ def print_gpu(rows: list[dict], grouping_rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from runtime.cli import examples
+
     parser = argparse.ArgumentParser(prog="python benchmarks/speed.py", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     epilog=examples(__doc__, "Speed"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--section", choices=("e2e", "host", "all"), default="all",
                         help="end to end per backend, host post-processing, or both (default: all)")
@@ -442,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grouping", choices=("host", "device"), default="host",
                         help="cuda: where the GPU backends group people (see python -m runtime.run --help) "
                              "(default: host)")
+    parser.add_argument("--no-refine", action="store_true",
+                        help="CPU sections and GPU backends without refine (grouping + adjust only) (default: refine on)")
     parser.add_argument("--worker", choices=BACKENDS + GPU_BACKENDS, help=argparse.SUPPRESS)
     from runtime.cli import run_cli
 
@@ -451,24 +459,28 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.worker:
         if args.device == "cuda":
-            print(json.dumps(gpu_worker(args.worker, args.engine, args.images, args.repeat, args.grouping)))
+            print(json.dumps(gpu_worker(args.worker, args.engine, args.images, args.repeat, args.grouping,
+                                        not args.no_refine)))
         else:
-            print(json.dumps(end_to_end_worker(args.worker, args.engine, args.images)))
+            print(json.dumps(end_to_end_worker(args.worker, args.engine, args.images, not args.no_refine)))
         return 0
     if args.device == "cuda":
         check_gpu()
-        print_gpu(gpu_end_to_end(args.images, args.repeat, args.grouping), device_grouping(args.repeat, args.images))
+        print_gpu(gpu_end_to_end(args.images, args.repeat, args.grouping, not args.no_refine),
+                  device_grouping(args.repeat, args.images))
         return 0
     if args.section in ("e2e", "all"):
-        print_end_to_end(end_to_end(args.engine, args.images))
+        print_end_to_end(end_to_end(args.engine, args.images, not args.no_refine))
     if args.section in ("host", "all"):
         print(f"\nhost post-processing per image (grouping + adjust + score + refine), {os.cpu_count()} CPU cores")
         if args.maps in ("rendered", "both"):
             print_rows("GT-rendered maps (realistic scenes)",
-                       host_postprocessing(rendered_maps(args.images), args.repeat, args.baseline_repeat))
+                       host_postprocessing(rendered_maps(args.images), args.repeat, args.baseline_repeat,
+                                           not args.no_refine))
         if args.maps in ("network", "both"):
             print_rows("synthetic-weights network maps (crowds of incomplete people)",
-                       host_postprocessing(network_maps(args.images), args.repeat, args.baseline_repeat))
+                       host_postprocessing(network_maps(args.images), args.repeat, args.baseline_repeat,
+                                           not args.no_refine))
     return 0
 
 

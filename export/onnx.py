@@ -111,6 +111,7 @@ from export.verify import (FP16_SQNR_FLOOR_DB, REL_TOLERANCE, PrecisionCompariso
                            onnxruntime_outputs, prepared_feed, torch_outputs)
 from runtime.metadata import (ARCHS, INPUT_MULTIPLE, INPUT_MULTIPLE_KEY, INPUT_SIZES, OUTPUT_NAMES, DecodeConfig,
                               ModelMetadata)
+from runtime.progress import working
 
 OPSET = 17
 EXPORTER = "torch.onnx TorchScript exporter (dynamo=False)"
@@ -438,7 +439,8 @@ def _check_file(path: Path, feed, reference, label: str, precision: str = "fp32"
 
     onnx.checker.check_model(str(path))
     start = time.perf_counter()
-    outputs = onnxruntime_outputs(path, feed)
+    with working(f"      {label}: ONNX Runtime (CPU) run", file=sys.stdout):
+        outputs = onnxruntime_outputs(path, feed)
     seconds = time.perf_counter() - start
     if precision == "fp32":
         comparison = compare_outputs(reference, outputs)
@@ -480,7 +482,8 @@ def run(args: argparse.Namespace) -> int:
            + ("" if precision == "fp32" else f", network {precision} (BatchNorm folded in fp32), decode fp32")
            + ("" if built.metadata.decode.flip else ", no flip test"))
     start = time.perf_counter()
-    model = export_model(built, args.opset)
+    with working("      tracing the graph", file=sys.stdout):
+        model = export_model(built, args.opset)
     _stage(f"      {len(model.graph.node)} nodes, {model.ByteSize() / 1024**2:.1f} MiB "
            f"({time.perf_counter() - start:.1f} s)")
     temporary = write_model(model, target)
@@ -496,7 +499,8 @@ def run(args: argparse.Namespace) -> int:
             _stage(f"[3/4] PyTorch reference on {args.verify_image.name}")
             feed = prepared_feed(built.metadata, args.verify_image)
             start = time.perf_counter()
-            reference = torch_outputs(built, feed)
+            with working("      PyTorch reference run", file=sys.stdout):
+                reference = torch_outputs(built, feed)
             _stage(f"      {time.perf_counter() - start:.1f} s")
             comparison, plain = _check_file(temporary, feed, reference, "exported graph", precision)
             if not comparison.ok():

@@ -66,7 +66,7 @@ from runtime.backends.trt_backend import (
     import_tensorrt,
     sidecar_path,
 )
-from runtime.cli import run_cli
+from runtime.cli import examples, run_cli
 from runtime.errors import UserError, require
 from runtime.files import file_sha256, publish, write_temporary
 from runtime.metadata import TOOLKIT_VERSION, ModelMetadata, read_props
@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m export.trt",
         description="Build a strongly typed TensorRT engine (.plan, with a JSON sidecar) from an ONNX file written by "
                     "python -m export.onnx or python -m calib. Precision comes from the ONNX file.",
-        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=examples(__doc__, "TensorRT engines and the GPU path"), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", required=True, type=Path, metavar="FILE",
                         help="the exported model (.onnx: fp32, fp16 or int8 Q/DQ) (required)")
     parser.add_argument("--shapes", metavar="MIN,OPT,MAX",

@@ -52,6 +52,14 @@ def check_scales(scales: tuple[float, ...]) -> tuple[float, ...]:
         raise UserError(f"--scales: {error}, e.g. --scales 2,1,0.5") from None
 
 
+def examples(doc: str, readme_section: str, limit: int = 3) -> str:
+    """A ``--help`` epilog: the first ``limit`` lines of the docstring's ``Examples:`` block and where README
+    explains the rest (help stays short; the details live in one place)."""
+    block = doc.split("Examples:", 1)[1].split("\n\n", 1)[0]
+    lines = [line for line in block.splitlines() if line.strip()][:limit]
+    return "Examples:\n" + "\n".join(lines) + f"\n\nDetails: README.md, section \"{readme_section}\"."
+
+
 def _one_line_usage_error(parser: argparse.ArgumentParser) -> Callable[[str], None]:
     def error(message: str) -> None:
         text = " ".join(str(message).split())

@@ -10,13 +10,14 @@ banner across its top, since its "people" are not poses.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from runtime.files import write_atomic
+from runtime.files import publish, temporary_beside, write_atomic
 from runtime.results import Person
 
 # COCO joint indices: 0 nose, 1/2 eyes, 3/4 ears, 5/6 shoulders, 7/8 elbows, 9/10 wrists,
@@ -114,3 +115,53 @@ def write_picture(path: str | Path, image_rgb: np.ndarray, people: list[Person],
     if not ok:
         raise RuntimeError(f"OpenCV could not encode {path}")
     write_atomic(path, encoded.tobytes())
+
+
+VIDEO_FOURCC = "mp4v"  # MPEG-4 Part 2: written by every opencv-python(-headless) wheel, no extra codec
+
+
+class VideoSink:
+    """An annotated video written frame by frame to a temporary file beside ``target`` (MP4, ``mp4v``),
+    renamed onto it by ``close(keep=True)``: an interrupted run keeps the frames it finished, a failed
+    one leaves ``target`` as it was."""
+
+    def __init__(self, target: str | Path, fps: float) -> None:
+        self.target, self.fps = Path(target), fps if fps and fps > 0 else 25.0
+        self.frames = 0
+        self._writer = None
+        self._temporary: Path | None = None
+
+    def write(self, frame_bgr: np.ndarray) -> None:
+        """Append one frame; odd sides get one black row or column (MPEG-4 codes even sizes only)."""
+        height, width = frame_bgr.shape[:2]
+        if height % 2 or width % 2:
+            frame_bgr = cv2.copyMakeBorder(frame_bgr, 0, height % 2, 0, width % 2, cv2.BORDER_CONSTANT, value=0)
+            height, width = frame_bgr.shape[:2]
+        if self._writer is None:
+            self._temporary = temporary_beside(self.target, self.target.suffix or ".mp4")
+            self._writer = cv2.VideoWriter(str(self._temporary), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), self.fps,
+                                           (width, height))
+            if not self._writer.isOpened():
+                self.close(keep=False)
+                raise RuntimeError(f"OpenCV cannot write {VIDEO_FOURCC} video to {self.target}")
+            self._size = (width, height)
+        if (width, height) != self._size:
+            frame_bgr = cv2.resize(frame_bgr, self._size)
+        self._writer.write(frame_bgr)
+        self.frames += 1
+
+    def close(self, keep: bool) -> bool:
+        """Finish the file; ``keep``: publish it onto the target (when it has frames). True when published."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        temporary, self._temporary = self._temporary, None
+        if temporary is None:
+            return False
+        if keep and self.frames:
+            with open(temporary, "rb+") as handle:
+                os.fsync(handle.fileno())
+            publish(temporary, self.target)
+            return True
+        temporary.unlink(missing_ok=True)
+        return False

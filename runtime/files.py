@@ -91,11 +91,11 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
-def _temporary_beside(target: Path) -> tuple[int, Path, list[Path]]:
+def _temporary_beside(target: Path, suffix: str = ".tmp") -> tuple[int, Path, list[Path]]:
     """A new temporary file in ``target``'s folder (made when missing): descriptor, path, folders made."""
     created = _make_parents(target.parent, target)
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     except OSError as exc:
         _remove_empty(created)
         raise write_error(target, exc) from None
@@ -122,6 +122,14 @@ def write_temporary(target: str | Path, data: bytes) -> Path:
         temporary.unlink(missing_ok=True)
         _remove_empty(created)
         raise
+    return temporary
+
+
+def temporary_beside(target: str | Path, suffix: str) -> Path:
+    """An empty temporary file beside ``target`` ending in ``suffix``, for a writer that picks its format by
+    the name and writes over time (a video); ``publish`` it when complete, unlink it otherwise."""
+    fd, temporary, _ = _temporary_beside(Path(target), suffix)
+    os.close(fd)
     return temporary
 
 

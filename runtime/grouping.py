@@ -1017,13 +1017,16 @@ def refine(persons: np.ndarray, heatmap: np.ndarray, tags: np.ndarray) -> None:
 
 def decode_people(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray,
                   detection_threshold: float = 0.1,
-                  tag_threshold: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                  tag_threshold: float = 1.0,
+                  with_refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Group, score and refine: returns ``(persons [P, 17, 5], scores [P])``, both float32.
 
     The scores are taken after the quarter-pixel adjust (already in the candidates) and
-    before refine (SPEC §8).
+    before refine (SPEC §8).  ``with_refine=False`` returns the grouped people as they are
+    (``--no-refine``: the maps are then not read).
     """
     persons = group(candidates, detection_threshold, tag_threshold)
     scores = person_scores(persons)
-    refine(persons, heatmap, tags)
+    if with_refine:
+        refine(persons, heatmap, tags)
     return persons, scores

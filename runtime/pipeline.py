@@ -61,11 +61,14 @@ class PoseEstimator:
 
     ``grouping``: where a GPU backend groups the candidates, ``"host"`` (njit; refine stays on the
     device) or ``"device"`` (one GPU thread). CPU backends always group on the host.
+    ``refine=False`` (``--no-refine``): the people of grouping + adjust, without SPEC §8's refine
+    (the dense maps are not read); scores are the same, since they are taken before refine.
     """
 
     backend: Backend
     times: StageTimes = field(default_factory=StageTimes)
     grouping: str = "host"
+    refine: bool = True
     decoder: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -100,10 +103,13 @@ class PoseEstimator:
         A backend that groups itself (a Triton server, ``runtime.serving``) returns the people instead
         of the maps; they are read as they are."""
         if "persons" in outputs:
+            if not self.refine:
+                raise UserError(f"{self.backend.name} groups and refines on the server, so --no-refine cannot "
+                                f"apply; drop --no-refine, or run the model file itself (--engine FILE)")
             return unpad_people(outputs, index)
         decode = self.metadata.decode
         return decode_people(outputs["candidates"][index], outputs["heatmap"][index], outputs["tags"][index],
-                             decode.detection_threshold, decode.tag_threshold)
+                             decode.detection_threshold, decode.tag_threshold, with_refine=self.refine)
 
     def __call__(self, image: np.ndarray) -> list[Person]:
         """People in one RGB uint8 image, in the reference's order."""
@@ -152,6 +158,10 @@ class PoseEstimator:
         found = []
         for position in range(len(batch)):
             began = time.perf_counter()
+            if not self.refine:
+                found.append(self._device_grouped(outputs["candidates"][position]))
+                times.group_refine += time.perf_counter() - began
+                continue
             launch = self.decoder.launch if self.grouping == "device" else self.decoder.launch_host_grouped
             job = launch(outputs["candidates"][position], outputs["heatmap"][position], outputs["tags"][position],
                          decode.detection_threshold, decode.tag_threshold)
@@ -161,6 +171,19 @@ class PoseEstimator:
             times.group_refine += launched - began
             times.download += time.perf_counter() - launched
         return found
+
+    def _device_grouped(self, candidates) -> tuple[np.ndarray, np.ndarray]:
+        """``--no-refine`` on a GPU backend: grouping where ``grouping`` says, scores on the host."""
+        from runtime.grouping import group, person_scores
+
+        decode = self.metadata.decode
+        if self.grouping == "device":
+            persons = self.decoder.group(candidates, decode.detection_threshold, decode.tag_threshold)
+        else:
+            self.decoder.synchronize()
+            persons = group(np.ascontiguousarray(candidates.copy_to_host(), dtype=np.float32),
+                            decode.detection_threshold, decode.tag_threshold)
+        return persons, person_scores(persons)
 
     def estimate_file(self, path: str | Path) -> list[Person]:
         start = time.perf_counter()

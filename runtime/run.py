@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.cli import EXIT_SKIPPED, EXIT_USER_ERROR, check_scales, parse_scales, run_cli
+from runtime.cli import EXIT_SKIPPED, EXIT_USER_ERROR, check_scales, examples, parse_scales, run_cli
 from runtime.errors import Interrupted, ModelFault, UserError
 from runtime.draw import PictureStyle
 from runtime.metadata import ARCHS, INPUT_SIZES
@@ -47,12 +47,12 @@ def bundled_samples() -> list[Path]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m runtime.run", description=__doc__.split("\n\n")[0].split(" — ", 1)[1],
-        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=examples(__doc__, "Export and run anywhere"), formatter_class=argparse.RawDescriptionHelpFormatter)
     engine = parser.add_argument_group("model file")
     engine.add_argument("--engine", metavar="FILE",
                         help="an exported model (.onnx from python -m export.onnx, or a TensorRT .plan from python -m "
                              "export.trt), or a served one: triton://HOST:PORT/MODEL (python -m runtime.serve); replaces "
-                             "the PyTorch flags below")
+                             "the PyTorch flags below (default: the PyTorch reference)")
     engine.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the model runs: cpu, or cuda (an .onnx --engine needs onnxruntime-gpu, the PyTorch "
                              "reference a CUDA torch); a .plan always runs on the GPU (default: cpu)")
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where a GPU backend groups people: host (only the ~10 KB of candidates come back, "
                              "grouped on a CPU core; refine runs on the GPU on the maps in place) or device (all on "
                              "the GPU, grouping on one GPU thread); identical people (default: host)")
+    engine.add_argument("--no-refine", action="store_true",
+                        help="people straight from grouping + adjust, without refine filling missing joints from "
+                             "the dense maps (SPEC §8): a cheaper host step, a lower AP (default: refine on)")
     model = parser.add_argument_group("PyTorch reference (when no --engine is given)")
     model.add_argument("--arch", choices=ARCHS, help="network width (default: w32)")
     model.add_argument("--input-size", type=int, choices=INPUT_SIZES,
@@ -76,13 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument("--image", nargs="+", type=Path, metavar="IMAGE",
                          help="image files, in the order results are written (default: the bundled samples)")
     sources.add_argument("--image-dir", type=Path, metavar="DIR",
-                         help="every .jpg/.jpeg/.png/.bmp/.webp file in DIR, sorted by name")
+                         help="every .jpg/.jpeg/.png/.bmp/.webp file in DIR, sorted by name (default: none)")
     sources.add_argument("--video", type=Path, metavar="PATH",
-                         help="every frame of a video file (image_id = frame number, from 0)")
+                         help="every frame of a video file (image_id = frame number, from 0); also writes the "
+                              "annotated video (see --video-out) (default: none)")
     io.add_argument("--out", type=Path, default=Path("results.json"),
                     help="COCO keypoint results json, one entry per person (default: results.json)")
+    io.add_argument("--video-out", type=Path, metavar="FILE",
+                    help="with --video: the annotated video, MP4 (mp4v) at the input's frame rate (default: --out "
+                         "with .mp4, e.g. results.mp4)")
     io.add_argument("--draw", type=Path, metavar="DIR",
-                    help="write a skeleton picture per image (or frame) into DIR, a folder that holds no input")
+                    help="write a skeleton picture per image (or frame) into DIR, a folder that holds no input (default: no pictures)")
     io.add_argument("--min-score", type=float, metavar="S",
                     help="keep only people whose score is at least S, in results and pictures (default: results "
                          f"keep everyone, as COCO evaluation needs; pictures show people from {PictureStyle.min_score})")
@@ -114,7 +121,7 @@ def open_estimator(args: argparse.Namespace):
         args.checkpoint = cli_checkpoint(args.checkpoint, args.arch or "w32", args.input_size or 512)
         backend = open_torch(args.arch or "w32", args.checkpoint, args.input_size or 512, scales, device=args.device)
     try:
-        return PoseEstimator(backend, grouping=args.grouping)
+        return PoseEstimator(backend, grouping=args.grouping, refine=not args.no_refine)
     except BaseException:
         backend.close()
         raise
@@ -152,7 +159,7 @@ def describe(estimator) -> str:
     meta = estimator.metadata
     text = (f"model: {estimator.backend.name}, HigherHRNet-{meta.arch.upper()} input {meta.input_size}, "
             f"scales {list(meta.decode.scales)}, {meta.precision}, weights {meta.checkpoint}"
-            + ("" if meta.decode.flip else ", flip test off"))
+            + ("" if meta.decode.flip else ", flip test off") + ("" if estimator.refine else ", refine off"))
     refused = getattr(estimator.backend, "cuda_graph_refused", None)
     if refused:
         text += f"\nnote: running without CUDA graphs (ONNX Runtime refused them: {refused})"
@@ -211,7 +218,8 @@ def image_sources(paths: list[Path]) -> Iterator[Source]:
     return (Source(Path(p).name, image_id(p, i), lambda p=p: read_image(p)) for i, p in enumerate(paths))
 
 
-def video_frames(path: Path) -> tuple[int, Iterator[Source]]:
+def video_frames(path: Path) -> tuple[int, float, Iterator[Source]]:
+    """Frame count, frame rate and frames of a video file."""
     # FFmpeg logs its own complaints to stderr; the one line below says what is wrong and what to do.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
@@ -224,6 +232,7 @@ def video_frames(path: Path) -> tuple[int, Iterator[Source]]:
     if not capture.isOpened():
         raise UserError(f"{path}: OpenCV cannot open this video; convert it to H.264 MP4")
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
 
     def frames():
         index = 0
@@ -240,7 +249,7 @@ def video_frames(path: Path) -> tuple[int, Iterator[Source]]:
         if index == 0:
             raise UserError(f"{path}: no frame could be decoded; convert it to H.264 MP4")
 
-    return count, frames()
+    return count, fps, frames()
 
 
 def chunks(items: Iterator, size: int) -> Iterator[list]:
@@ -269,6 +278,9 @@ def protect_inputs(args: argparse.Namespace, inputs: list[Path]) -> None:
         if _same_file(args.out, Path(path)):
             raise UserError(f"--out {args.out}: that is an input ({path}); results would replace it, so give the "
                             f"results a file of their own, e.g. --out results.json")
+        if args.video_out and _same_file(args.video_out, Path(path)):
+            raise UserError(f"--video-out {args.video_out}: that is an input ({path}); give the annotated video a "
+                            f"file of its own, e.g. --video-out {Path(path).stem}_people.mp4")
     if args.draw:
         for path in inputs:
             if _same_file(args.draw, Path(path).parent):
@@ -298,6 +310,7 @@ class Progress:
     results: list[dict] = field(default_factory=list)
     done: int = 0
     skipped: list[str] = field(default_factory=list)
+    video: object = None  # runtime.draw.VideoSink of --video
 
 
 def picture_style(args: argparse.Namespace, estimator) -> PictureStyle:
@@ -330,14 +343,21 @@ def run(args: argparse.Namespace) -> int:
     if args.engine is not None and Path(args.engine).is_dir():
         raise UserError(f"--engine {args.engine}: is a directory; give the model file itself (an .onnx from "
                         f"python -m export.onnx or a .plan from python -m export.trt)")
+    if args.video_out and not args.video:
+        raise UserError("--video-out: it is the annotated copy of a --video input; add --video FILE")
     if args.video:
         inputs = [args.video]
-        count, sources = video_frames(args.video)
+        count, fps, sources = video_frames(args.video)
+        args.video_out = args.video_out or args.out.with_suffix(".mp4")
     else:
         inputs = input_paths(args)
         count, sources = len(inputs), image_sources(inputs)
     protect_inputs(args, inputs)
     check_output_file(args.out, "--out")
+    if args.video_out:
+        from runtime.draw import VideoSink
+
+        check_output_file(args.video_out, "--video-out")
     if args.draw:
         check_output_dir(args.draw, "--draw")
     opened = []
@@ -349,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
             print(describe(opened[0]))
         return opened[0]
 
-    progress = Progress()
+    progress = Progress(video=VideoSink(args.video_out, fps) if args.video_out else None)
     start = time.perf_counter()
     try:
         with tqdm(total=count or None, unit="img", disable=count < 8 or not sys.stderr.isatty()) as bar:
@@ -362,6 +382,8 @@ def run(args: argparse.Namespace) -> int:
             print(keep_finished(args, progress, start, "stopped"))
         raise error from None
     if not progress.done:
+        if progress.video:
+            progress.video.close(keep=False)
         return EXIT_USER_ERROR  # every image was bad: each has its line, nothing is written
     print(keep_finished(args, progress, start, "wrote"))
     device_io = getattr(opened[0].backend, "device_io", None) if opened else None
@@ -376,11 +398,15 @@ def keep_finished(args: argparse.Namespace, progress: Progress, start: float, ho
     from runtime.results import write_json
 
     if not progress.done:
+        if progress.video:
+            progress.video.close(keep=False)
         return "no image was finished, nothing written"
     write_json(args.out, progress.results)
+    video = progress.video is not None and progress.video.close(keep=True)
     elapsed = time.perf_counter() - start
     text = (f"{len(progress.results)} people from {progress.done} image{'' if progress.done == 1 else 's'} to {args.out} ({elapsed:.1f} s, "
-            f"{progress.done / elapsed:.2f} images/s)" + (f"; pictures in {args.draw}" if args.draw else ""))
+            f"{progress.done / elapsed:.2f} images/s)" + (f"; pictures in {args.draw}" if args.draw else "")
+            + (f"; annotated video {args.video_out} ({progress.video.frames} frames)" if video else ""))
     if progress.skipped:
         text += f"; {len(progress.skipped)} skipped: {', '.join(progress.skipped[:5])}" + \
             (" ..." if len(progress.skipped) > 5 else "")
@@ -394,7 +420,8 @@ def process(args: argparse.Namespace, estimator: Callable, sources: Iterator[Sou
             bar) -> None:
     """Every image of ``sources`` through ``estimator``, in batches; bad images are reported and skipped
     (``--strict``: the first one stops the run)."""
-    from runtime.draw import write_picture
+    from runtime.draw import draw_people, write_picture
+    from runtime.progress import working
     from runtime.results import coco_results
 
     used: set[str] = set()
@@ -415,12 +442,23 @@ def process(args: argparse.Namespace, estimator: Callable, sources: Iterator[Sou
                 loaded.append((source, source.load()))
             except UserError as error:
                 skip(source, error)
-        for (source, image), found in estimate(estimator() if loaded else None, loaded, skip):
-            each = (time.perf_counter() - began) / max(1, len(loaded))
-            timing = f"{each:.2f} s" if len(loaded) == 1 else f"{each:.2f} s, the average of a batch of {len(loaded)}"
+        opening = time.perf_counter()
+        model = estimator() if loaded else None
+        began += time.perf_counter() - opening  # an image's time is its own work, not the model's loading
+        if model is not None and not progress.done and not progress.skipped:
+            with working(f"first batch ({len(loaded)} image{'' if len(loaded) == 1 else 's'}): compiling the "
+                         f"grouping kernels (first run only) and running the model", file=sys.stdout):
+                finished = estimate(model, loaded, skip)
+        else:
+            finished = estimate(model, loaded, skip)
+        each = (time.perf_counter() - began) / max(1, len(loaded))
+        timing = f"{each:.2f} s" if len(loaded) == 1 else f"{each:.2f} s, the average of a batch of {len(loaded)}"
+        for (source, image), found in finished:
             found = kept_people(found, args.min_score, args.max_people)
             if args.draw:
                 write_picture(args.draw / picture_name(source.name, used), image, found, picture_style(args, estimator()))
+            if progress.video:
+                progress.video.write(draw_people(image, found, picture_style(args, estimator())))
             progress.results.extend(coco_results(source.image_id, found))
             progress.done += 1
             height, width = image.shape[:2]

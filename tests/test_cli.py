@@ -96,6 +96,18 @@ def test_video_frames_are_images(tmp_path):
     assert [line.split(":")[0] for line in done.stdout.splitlines() if line.startswith("clip_")] == [
         "clip_000000", "clip_000001", "clip_000002"]
     assert {entry["image_id"] for entry in json.loads(out.read_text())} <= {0, 1, 2}
+    # the annotated video beside the results (--out with .mp4): every frame, at the decoded input's size
+    # and rate, the synthetic banner drawn in red across the top
+    source = cv2.VideoCapture(str(path)).read()[1]
+    video = cv2.VideoCapture(str(tmp_path / "video.mp4"))
+    assert video.get(cv2.CAP_PROP_FPS) == 5
+    frames = []
+    while (read := video.read())[0]:
+        frames.append(read[1])
+    assert len(frames) == 3 and {f.shape for f in frames} == {source.shape}
+    assert all(f[2, :, 2].mean() > 150 > f[2, :, 0].mean() for f in frames)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "video.json", "video.mp4"]  # no temporary left
+    assert "annotated video" in done.stdout
 
 
 def test_unreadable_video(tmp_path):
@@ -133,3 +145,69 @@ def test_kept_people_threshold_then_best_in_results_order():
     assert scores(kept_people(people, 0.2, None)) == [0.3, 0.9, 0.5, 0.2]
     assert scores(kept_people(people, None, 3)) == [0.3, 0.9, 0.5]
     assert scores(kept_people(people, 0.25, 3)) == [0.3, 0.9, 0.5]
+
+
+def _parsers():
+    from benchmarks import modes, parity
+    from export import trt
+    from runtime import run as runtime_run
+
+    return {"runtime.run": runtime_run.build_parser(), "export.trt": trt.build_parser(),
+            "parity.py": parity.build_parser(), "modes.py": modes.build_parser()}
+
+
+def test_help_gives_every_default_and_a_few_examples():
+    """Every flag's help says its default (or that it is required), the epilog is 2-3 examples and a
+    pointer to README, and no test hook shows. Mutations tried: dropping "(default: 8)" from modes.py's
+    --images; the old parity epilog (whole docstring, with HRNET_PARITY_STOP_AFTER)."""
+    import argparse
+
+    for name, parser in _parsers().items():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+                continue
+            assert "default" in action.help or action.required, f"{name} {action.option_strings}: no default"
+        text = parser.format_help()
+        examples = text.split("Examples:\n", 1)[1].split("\n\n")[0].splitlines()
+        assert 2 <= len(examples) <= 3 and "Details: README.md" in text, name
+        assert "HRNET_PARITY_STOP_AFTER" not in text and "hook" not in text.lower(), name
+
+
+def test_real_weights_hint_names_the_files_own_arch():
+    """A synthetic w48 file: the hint exports w48 with its own zoo checkpoint, never w32's; the PyTorch
+    path is told to pass the checkpoint (mutation tried: zoo_entry_for("w32", ...) fails it)."""
+    from runtime.metadata import ModelMetadata
+    from runtime.run import real_weights_hint
+
+    class File:
+        path = "w48.onnx"
+
+    class Torch:
+        path = None
+
+    meta = ModelMetadata("w48", 512, checkpoint="synthetic:0")
+    hint = real_weights_hint(File(), meta)
+    assert "python -m export.onnx --arch w48 --input-size 512 --checkpoint w48_512" in hint and "w32" not in hint
+    assert real_weights_hint(Torch(), meta) == "Pass --checkpoint w48_512 (or a .pth file) for real results."
+
+
+def test_missing_onnx_points_at_the_exporter(tmp_path):
+    done = run("-m", "runtime.run", "--engine", str(tmp_path / "w32.onnx"), "--image",
+               str(REPO / "runtime" / "samples" / "000000000785.jpg"), "--out", str(tmp_path / "r.json"))
+    assert_one_line_error(done, "w32.onnx: no such model file", "python -m export.onnx")
+    assert "export.trt" not in done.stderr
+
+
+def test_a_run_in_a_log_shows_progress_and_says_what_each_time_is(tmp_path):
+    """Not a terminal: the first batch (model run + numba compilation) has its start and end lines on
+    stdout, with the run's other lines (stderr keeps only errors); each image's line says its time is the batch's average; the summary counts "2 images".
+    Mutation tried: the ``working`` block removed from ``process`` fails the stderr check."""
+    samples = sorted((REPO / "runtime" / "samples").glob("*.jpg"))[:2]
+    done = run("-m", "runtime.run", "--no-refine", "--batch", "2", "--image", *map(str, samples),
+               "--out", str(tmp_path / "r.json"))
+    assert done.returncode == 0, done.stderr
+    assert "first batch (2 images): compiling the grouping kernels (first run only)" in done.stdout
+    assert re.search(r"first batch \(2 images\).*: done in \d", done.stdout) and not done.stderr.strip()
+    lines = [line for line in done.stdout.splitlines() if line.startswith(tuple(p.name for p in samples))]
+    assert len(lines) == 2 and all("the average of a batch of 2" in line for line in lines)
+    assert "refine off" in done.stdout and " from 2 images to " in done.stdout

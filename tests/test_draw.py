@@ -80,3 +80,35 @@ def test_banner_only_for_synthetic_weights():
     assert (top == (0, 0, 200)).all(axis=1).mean() > 0.9  # a red strip across the top
     assert (region(marked, 0, 0, WIDTH, 30) == 255).all(axis=1).sum() > 100  # with white text on it
     assert not region(plain, 0, 0, WIDTH, 30).any()
+
+
+def test_video_sink_writes_every_frame_atomically(tmp_path):
+    """The annotated video: nothing at the target until ``close(keep=True)``; then every frame, read back
+    by OpenCV at the written size (odd sides padded to even) and rate; ``keep=False`` leaves no file.
+
+    Mutations tried: no padding of odd sides (MPEG-4 drops the odd row: the shape check fails);
+    writing straight to the target (the "old video" check fails)."""
+    import cv2
+
+    from runtime.draw import VideoSink
+
+    target = tmp_path / "people.mp4"
+    target.write_bytes(b"old video")
+    sink = VideoSink(target, fps=12)
+    for shade in (0, 80, 160, 240):
+        sink.write(np.full((85, 127, 3), shade, np.uint8))
+    assert target.read_bytes() == b"old video"
+    assert sink.close(keep=True)
+    capture = cv2.VideoCapture(str(target))
+    frames = []
+    while (read := capture.read())[0]:
+        frames.append(read[1])
+    assert capture.get(cv2.CAP_PROP_FPS) == 12
+    assert len(frames) == 4 and {f.shape for f in frames} == {(86, 128, 3)}
+    assert [round(float(f[:84, :126].mean()) / 80) for f in frames] == [0, 1, 2, 3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["people.mp4"]
+
+    dropped = VideoSink(tmp_path / "dropped.mp4", fps=0)
+    dropped.write(np.zeros((64, 64, 3), np.uint8))
+    assert not dropped.close(keep=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["people.mp4"]

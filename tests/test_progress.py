@@ -22,3 +22,15 @@ def test_rendered_coco_run_reports_progress_in_a_log():
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "rendered decode: 0/2 img" in done.stderr and "rendered decode: 2/2 img done in" in done.stderr
+
+
+def test_one_long_call_reports_that_it_is_still_running():
+    """``working``: a start line, "still running" lines while the call lasts, an end line (mutation tried:
+    the background thread never started fails the "still running" check)."""
+    code = ("import time\nfrom runtime.progress import working\n"
+            "with working('checking', every_s=0.05):\n    time.sleep(0.3)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 0 and lines[0] == "checking ..."
+    assert len([line for line in lines if line.startswith("checking: still running (")]) >= 2
+    assert lines[-1].startswith("checking: done in ")
