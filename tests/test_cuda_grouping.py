@@ -27,7 +27,7 @@ from tests.conftest import MINI, REPO, need
 
 # Simulator cases per suite (the simulator runs each kernel thread as a Python thread; a refine
 # case on a small map takes about a second).
-GROUP_CASES = 200
+GROUP_CASES = 100  # 20 per threshold pair
 DECODE_CASES = 14  # two cases of each of the seven map kinds; every map size of MAP_SIZES
 TIE_CASES = 17
 MAP_SIZES = [(12, 16), (13, 17), (16, 20), (20, 28), (24, 32)]
