@@ -2,9 +2,10 @@
 
 What runs where
 ---------------
-``runtime.grouping`` holds the algorithm once, as plain functions over preallocated arrays.  This
+``runtime.grouping`` holds grouping, scoring and the parts of refine once, as plain functions over
+preallocated arrays (the refine search differs, see below).  This
 module compiles those same functions with ``numba.cuda.jit(device=True)`` (through
-``grouping.compile_cores``) and wraps them in four small kernels:
+``grouping.link``) and wraps them in four small kernels:
 
 1. **group** (one thread): grouping is sequential (each joint's assignment depends on the
    persons made so far), so one thread runs ``_group`` for the image and writes the persons and
@@ -14,7 +15,7 @@ module compiles those same functions with ``numba.cuda.jit(device=True)`` (throu
    that miss it (``_misses_joint``).
 3. **search** (grid: pixel tiles x 17 joints): the dense part of refine.  Each thread loads a few
    pixels of one joint's heatmap and tag map once and scores them for every person on that
-   joint's list (``_refine_score``), keeping its own first maximum per person.  Across threads
+   joint's list (``_refine_score32``), keeping its own first maximum per person.  Across threads
    and blocks the first row-major maximum is found with an exact, order-free reduction: a score
    and its pixel are packed into one int64 key (see ``_score_key``) whose maximum is the
    highest score at the lowest pixel index, reduced with ``atomic.max`` first in shared memory,
@@ -31,25 +32,45 @@ back: the count, then ``count x 17 x 5`` joints and ``count`` scores.
 Bit-identical to the host, and FMA contraction
 ----------------------------------------------
 Parity needs every float multiply and add rounded on its own.  numba's CPU target never fuses
-them without fastmath, but NVVM does: ``fastmath=False`` in numba-cuda only keeps
-``ftz``/approximate division and square root off, while NVVM's own ``-fma`` option (default 1)
-still contracts ``a * b + c``, and numba-cuda (0.30) exposes no option to turn it off.  Compiled
-to PTX for sm_90 with numba-cuda 0.30.4 and NVVM 13.5, ``np.float32(np.float32(a * b) +
-np.float32(c * d))`` becomes ``mul.f32`` + ``fma.rn.f32`` (and the float64 version
-``fma.rn.f64``): the ``np.float32`` casts are no-ops to the compiler and do not stop it.
-runtime.grouping therefore routes every product that feeds an addition through ``_mul32`` /
-``_mul64``, and this build replaces them with ``libdevice.fmul_rn`` / ``dmul_rn``
-(``__fmul_rn`` / ``__dmul_rn``: "never merged into a multiply-add"), which compile to
-``mul.rn.f32`` / ``mul.rn.f64``; PTX arithmetic with an explicit rounding mode is not contracted
-by ptxas either.  ``tests/test_cuda_grouping.py`` compiles every kernel to PTX (when libNVVM is
-installed; no GPU needed) and checks that no ``fma``, ``.ftz`` or ``.approx`` instruction is
-left, and that the same build with plain products does have FMAs.  Assembled once by hand with
-ptxas 13.5 for sm_90: the search and group kernels hold 14 fewer FFMA / DFMA than the plain
-build (and 14 more FMUL + FADD / DMUL + DADD); the FFMA / DFMA left belong to the correctly
-rounded division and square root (``div.rn.f32`` and ``sqrt.rn`` alone assemble to such
-sequences).  The simulator (``NUMBA_ENABLE_CUDASIM=1``) runs these functions as Python with
-NumPy scalars, where nothing is ever fused, so it cannot show any of this; results on real
-hardware are only checked by the ``gpu`` test.
+them without fastmath; NVVM does: ``fastmath=False`` in numba-cuda keeps flush-to-zero and
+approximate division and square root off, but NVVM's ``-fma`` option (on by default, not
+exposed by numba-cuda) still contracts ``a * b + c`` into one ``fma.rn`` instruction, and the
+``np.float32`` casts around a product do not stop it (they are no-ops to the compiler).  So
+runtime.grouping routes every product that feeds an addition through ``_mul32`` / ``_mul64``,
+and this build replaces them with ``libdevice.fmul_rn`` / ``dmul_rn`` (CUDA's ``__fmul_rn`` /
+``__dmul_rn``, documented as never merged into a multiply-add), which compile to ``mul.rn.f32``
+/ ``mul.rn.f64``; ptxas does not contract PTX arithmetic with an explicit rounding mode either.
+``tests/test_cuda_grouping.py::test_kernels_compile_and_link_without_fma_or_spills`` compiles
+every kernel to PTX (libNVVM, no GPU) and checks that no ``fma``, ``.ftz`` or ``.approx``
+instruction is left, and that the same build with plain products does have FMAs (so the check
+cannot pass vacuously).  The fused multiply-adds that ptxas itself emits inside the correctly
+rounded ``div.rn.f32`` and ``sqrt.rn`` sequences are exact by construction.  The simulator
+(``NUMBA_ENABLE_CUDASIM=1``) runs these functions as Python on NumPy scalars, where nothing is
+ever fused, so it cannot show any of this; results on real hardware are checked by the ``gpu``
+test.
+
+The device refine search is not the host's, and what proves them equal
+-----------------------------------------------------------------------
+Both return, per (joint, person), the first row-major maximum of ``hm - round(||tag - prev||)``
+(SPEC §8); they differ in how they find it, because the hardware rewards opposite things.
+The host's search (``grouping.HOST_REFINE``) is sequential and data-dependent: per joint it
+builds tile summaries and tag buckets in freshly allocated arrays, sorts them
+(``np.argsort``) and then lets each person visit a few tiles in the order of exact bounds,
+stopping early.  Allocation, sorting and NumPy array functions are not available in CUDA
+device code, and the part that would port (one thread per (joint, person) walking its tiles)
+gives a few thousand threads of divergent, serial, uncoalesced work on a device built for
+hundreds of thousands of threads: the dense pass here reads each map once, coalesced, scores
+every pixel against every person on the joint's list with every thread busy, and reduces with
+an order-free ``atomic.max`` (a search per person would also need the per-joint summaries
+built first, in a kernel of its own).  The two are proved equal, bit for bit, by the simulator
+suites of ``tests/test_cuda_grouping.py`` (``decode``: group + score + refine on tie-heavy
+maps of seven kinds; ``ties``: flat maps, signed zeros, equal maxima in other threads and
+blocks, NaN and infinities, more persons than one shared-memory chunk), by the ``gpu`` test on
+the mini set's maps on real hardware, and score by score by
+``tests/test_gpu_setup.py::test_device_refine_score_in_float32_equals_the_host_float64_rounding``;
+the host search itself is held to the NumPy transcription of SPEC §8 in
+``tests/test_grouping.py``.  Mutation tried: the search kernel keeping the last of equal
+scores (``score >= best``) fails the ``ties`` suite.
 
 Float64 on the device, and why
 ------------------------------
@@ -62,8 +83,9 @@ float64 only where bit parity with the reference needs it:
   1.0 boundaries and changes pairings.  A few hundred operations per image.
 * **writing a refined joint** (``_write_refined``): ``+ 0.5`` and the ``±0.25`` adjust in float64
   as the reference does, 17 x persons operations.
-* **not the refine search**, the per-pixel x per-person hot loop: the device replaces
-  ``_refine_score`` by ``_refine_score32``, all float32.  It equals the host's float64 rounding
+* **not the refine search**, the per-pixel x per-person hot loop: the device scores with
+  ``_refine_score32``, all float32, where the host's ``_refine_score`` rounds in float64 (both
+  on the same ``grouping._tag_distance``).  It equals the host's float64 rounding
   bit for bit: ``round(dist)`` of a float32 below 2**23 is exact in float32 with the add/subtract
   2**23 trick (above, every float32 is an integer already), and ``h - r`` rounded once to float32
   equals the float64 difference rounded to float32 (double rounding is harmless for a
@@ -90,20 +112,21 @@ import numpy as np
 from runtime import grouping
 from runtime.errors import UserError
 
-# What the kernels below call.  Here these are only placeholders (host functions, None):
-# _device_build clones every kernel and helper into a namespace where the same names are the
-# device-compiled cores, numba.cuda, numba.cuda.libdevice and the bit-pattern primitive.
+# The cores the kernels below call by name.  _device_build compiles the kernels in a namespace in
+# which each of these names is the core's device-compiled version (grouping.link).
 from runtime.grouping import (
     _group,
-    _mul32,
     _misses_joint,
     _person_score,
     _prev_tag,
-    _refine_score,
+    _tag_distance,
     _write_refined,
 )
 
-cuda = libdevice = _float_bits = None
+# numba.cuda and numba.cuda.libdevice as the kernels see them: importing numba.cuda decides for
+# the whole process whether the simulator runs, so _device_build puts the modules into the
+# kernels' namespace when the first decoder is made, never at import.
+cuda = libdevice = None
 
 __all__ = ["DeviceDecoder", "decode_people_device"]
 
@@ -140,21 +163,22 @@ _TWO23 = np.float32(8388608.0)
 
 
 def _refine_score32(h, t0, t1, p0, p1):
-    """``grouping._refine_score`` in float32 only (see the module docstring for why it is equal)."""
-    d0 = np.float32(t0 - p0)
-    d1 = np.float32(t1 - p1)
-    dist = np.float32(math.sqrt(np.float32(_mul32(d0, d0) + _mul32(d1, d1))))
+    """``grouping._refine_score`` with the rounding and the subtraction in float32 (see the
+    module docstring for why the bits are the same)."""
+    dist = _tag_distance(t0, t1, p0, p1)
     if dist < _TWO23:
         dist = np.float32(np.float32(dist + _TWO23) - _TWO23)
     return np.float32(h - dist)
 
 
-def _float_bits_libdevice(x):
-    return libdevice.float_as_int(x)
-
-
-def _float_bits_numpy(x):
+def _float_bits(x):
+    """The bit pattern of float32 ``x`` as an int32 (NumPy: the simulator's version)."""
     return int(np.float32(x).view(np.int32))
+
+
+def _float_bits_libdevice(x):
+    """``_float_bits`` on the GPU."""
+    return libdevice.float_as_int(x)
 
 
 def _score_key(score, at):
@@ -252,7 +276,7 @@ def _search_kernel(heatmap, tags, prev, who, n_who, best_key):
             best = np.float32(-np.inf)
             best_at = -1
             for i in range(m):
-                score = _refine_score(h[i], g0[i], g1[i], p0, p1)
+                score = _refine_score32(h[i], g0[i], g1[i], p0, p1)
                 if score > best:
                     best = score
                     best_at = at[i]
@@ -308,27 +332,23 @@ def _device_build(cuda, simulator: bool, disk_cache: bool = True) -> types.Simpl
     calls) for the argument types and the current GPU at its first launch, or loads it from the
     on-disk cache (``kernel_cache_dir()``) that the first compile wrote.
     """
-    namespace = dict(vars(grouping))
+    namespace = grouping.core_namespace()
     namespace.update(cuda=cuda, _KEY_NONE=_KEY_NONE, _LOW32=_LOW32, _HIGH32=_HIGH32, _TWO23=_TWO23,
-                     _PIXELS_PER_THREAD=_PIXELS_PER_THREAD, _PERSON_CHUNK=_PERSON_CHUNK, math=math)
+                     _PIXELS_PER_THREAD=_PIXELS_PER_THREAD, _PERSON_CHUNK=_PERSON_CHUNK)
     device = cuda.jit(device=True)
+    functions = grouping.by_name(grouping.SHARED_CORES)
     if simulator:
-        primitives = {"_float_bits": _float_bits_numpy}
+        # the libdevice products have no Python implementation: the plain products stay (the
+        # simulator runs NumPy scalars, which are never fused)
+        functions["_float_bits"] = _float_bits
     else:
         from numba.cuda import libdevice
 
         namespace["libdevice"] = libdevice
-        primitives = {"_mul32": _mul32_rn, "_mul64": _mul64_rn,
-                      "_float_bits": _float_bits_libdevice}
-    for name, fn in primitives.items():
-        namespace[name] = device(grouping._clone(fn, namespace))
-    # the float32 refine score, compiled before the cores that call it
-    namespace["_refine_score"] = device(grouping._clone(_refine_score32, namespace))
-    names = tuple(name for name in grouping._CORE_NAMES if name not in primitives and name != "_refine_score")
-    grouping.compile_cores(device, names, namespace)
-    for fn in (_score_key, _key_pixel):
-        namespace[fn.__name__] = device(grouping._clone(fn, namespace))
-    kernels = {name: cuda.jit(grouping._clone(fn, namespace))
+        functions.update(_mul32=_mul32_rn, _mul64=_mul64_rn, _float_bits=_float_bits_libdevice)
+    functions.update(_refine_score32=_refine_score32, _score_key=_score_key, _key_pixel=_key_pixel)
+    grouping.link(functions, device, namespace)
+    kernels = {name: grouping.link({fn.__name__: fn}, cuda.jit, namespace)[fn.__name__]
                for name, fn in (("group", _group_kernel), ("person", _person_kernel),
                                 ("search", _search_kernel), ("write", _write_kernel))}
     if not simulator and disk_cache:

@@ -31,14 +31,15 @@ release, including its peculiarities:
 
 Why plain functions over preallocated buffers
 ---------------------------------------------
-The same source is compiled twice: with ``numba.njit`` for the host (here) and, in the CUDA
-module, with ``numba.cuda.jit(device=True)`` so the kernels read the engine's output buffers in
-place.  The core functions (names starting with ``_``) therefore use only scalar arithmetic,
-``math`` functions and array indexing: no Python objects, no lists or dicts, no exceptions and
-no allocation; every work buffer is created by the Python wrappers and passed in.  The cores call
-one another by their plain names; :func:`compile_cores` clones them with a namespace in which
-those names point at the compiled versions, so the same functions can be compiled for any numba
-target.
+The same source is compiled for two targets: with ``numba.njit`` for the host and, in
+``runtime.cuda_grouping``, with ``numba.cuda.jit(device=True)`` so the kernels read the engine's
+output buffers in place.  The core functions (names starting with ``_``) therefore use only
+scalar arithmetic, ``math`` functions and array indexing: no Python objects, no lists or dicts,
+no exceptions and no allocation; every work buffer is created by the Python wrappers and passed
+in.  The cores call one another by their plain names.  :func:`link` compiles a set of them for
+one target so that those names reach the compiled versions; :func:`cores` gives the host build
+(``cores("host")``, compiled at first use and cached) and the uncompiled one
+(``cores("python")``); ``SHARED_CORES`` lists what the device build compiles too.
 
 Floating point
 --------------
@@ -69,18 +70,17 @@ person visits buckets and tiles by decreasing exact upper bound of their scores
 stops at the first one that cannot reach its best score.  Since the rounded distance is an
 integer and a joint's heatmap spans a range below 1 on trained or rendered maps, the maximum
 lies among the highest values at the one or two smallest rounded distances: a few tiles.
-These search functions (``_HOST_REFINE_NAMES``) are compiled for the host only.  The device
-build keeps its dense reduction over every (pixel, person) pair: thousands of GPU threads
-score a map in one pass, while a data-dependent, sequential search would leave them idle; it
-shares ``_refine_score``, ``_prev_tag``, ``_misses_joint`` and ``_write_refined`` with the host,
-and both are checked against the same NumPy transcription of SPEC §8 (``tests/test_grouping.py``
-for the host, ``tests/test_cuda_grouping.py`` for the device against the host).  The host
+These search functions (``HOST_REFINE``) are compiled for the host only: the device build
+scores every (pixel, person) pair in one dense pass instead (``runtime.cuda_grouping`` says why
+and which tests prove the two searches equal); it shares ``_tag_distance``, ``_prev_tag``,
+``_misses_joint`` and ``_write_refined`` with the host.  The host
 driver runs the 17 joints in parallel; each writes only its own joint of every person, so the
 result does not depend on the number of threads.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 
@@ -90,7 +90,7 @@ import numpy as np
 __all__ = [
     "NUM_JOINTS",
     "assign",
-    "compile_cores",
+    "cores",
     "decode_people",
     "group",
     "mean_tags",
@@ -116,7 +116,7 @@ _MAX_BUCKETS = 16
 
 
 # ---------------------------------------------------------------------------------------------
-# Core functions (plain Python, compiled by compile_cores)
+# Core functions (plain Python, compiled by link)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -182,25 +182,120 @@ def _find_zero(C, n, row_cov, col_cov, i0, j0):
     return row, col
 
 
-def _star_in_row(marked, n, row):
-    for j in range(n):
-        if marked[row, j] == 1:
-            return j
+def _find_mark(marked, n, line, along_row, mark):
+    """First index along row ``line`` (``along_row``) or column ``line`` whose entry of ``marked``
+    is ``mark`` (1 star, 2 prime); -1 if none."""
+    for k in range(n):
+        if (marked[line, k] if along_row else marked[k, line]) == mark:
+            return k
     return -1
 
 
-def _star_in_col(marked, n, col):
+def _clear_covers(n, row_cov, col_cov):
     for i in range(n):
-        if marked[i, col] == 1:
-            return i
-    return -1
+        row_cov[i] = 0
+        col_cov[i] = 0
 
 
-def _prime_in_row(marked, n, row):
-    for j in range(n):
-        if marked[row, j] == 2:
-            return j
-    return -1
+def _reduce_rows(C, n):
+    """Step 1: subtract each row's minimum from the row."""
+    for i in range(n):
+        low = C[i, 0]
+        for j in range(1, n):
+            if C[i, j] < low:
+                low = C[i, j]
+        for j in range(n):
+            C[i, j] = C[i, j] - low
+
+
+def _star_first_zeros(C, n, marked, row_cov, col_cov):
+    """Step 2: star the first zero of each row whose column holds no star yet; returns step 3."""
+    for i in range(n):
+        for j in range(n):
+            if C[i, j] == 0.0 and col_cov[j] == 0 and row_cov[i] == 0:
+                marked[i, j] = 1
+                col_cov[j] = 1
+                row_cov[i] = 1
+                break
+    _clear_covers(n, row_cov, col_cov)
+    return 3
+
+
+def _cover_starred_columns(n, marked, col_cov):
+    """Step 3: cover every column holding a star; returns 0 (done) when all n are covered, else 4."""
+    count = 0
+    for i in range(n):
+        for j in range(n):
+            if marked[i, j] == 1 and col_cov[j] == 0:
+                col_cov[j] = 1
+                count += 1
+    return 0 if count >= n else 4
+
+
+def _prime_zeros(C, n, marked, row_cov, col_cov, path):
+    """Step 4: prime uncovered zeros; one without a star in its row starts the path of step 5
+    (written to ``path[0]``; returns 5); when no uncovered zero is left, returns 6."""
+    row = 0
+    col = 0
+    while True:
+        row, col = _find_zero(C, n, row_cov, col_cov, row, col)
+        if row < 0:
+            return 6
+        marked[row, col] = 2
+        star = _find_mark(marked, n, row, True, 1)
+        if star < 0:
+            path[0, 0] = row
+            path[0, 1] = col
+            return 5
+        col = star
+        row_cov[row] = 1
+        col_cov[star] = 0
+
+
+def _flip_path(n, marked, row_cov, col_cov, path):
+    """Step 5: from the prime in ``path[0]``, alternate star in its column / prime in that star's
+    row; unstar the stars and star the primes of that path, then erase primes and covers.
+    Returns step 3."""
+    count = 0
+    while True:
+        r = _find_mark(marked, n, path[count, 1], False, 1)
+        if r < 0:
+            break
+        count += 1
+        path[count, 0] = r
+        path[count, 1] = path[count - 1, 1]
+        count += 1
+        path[count, 0] = r
+        path[count, 1] = _find_mark(marked, n, r, True, 2)
+    for q in range(count + 1):
+        marked[path[q, 0], path[q, 1]] = 0 if marked[path[q, 0], path[q, 1]] == 1 else 1
+    _clear_covers(n, row_cov, col_cov)
+    for i in range(n):
+        for j in range(n):
+            if marked[i, j] == 2:
+                marked[i, j] = 0
+    return 3
+
+
+def _shift_by_minimum(C, n, row_cov, col_cov):
+    """Step 6: add the smallest uncovered value to covered rows, then subtract it from uncovered
+    columns (both on the doubly affected entries, in this order); returns step 4, or 0 (stop)
+    when there is no uncovered value below munkres' start value (NaN, or costs that large)."""
+    low = _MUNKRES_START_MIN
+    for i in range(n):
+        if row_cov[i] == 0:
+            for j in range(n):
+                if col_cov[j] == 0 and low > C[i, j]:
+                    low = C[i, j]
+    if not low < _MUNKRES_START_MIN:
+        return 0
+    for i in range(n):
+        for j in range(n):
+            if row_cov[i] != 0:
+                C[i, j] = C[i, j] + low
+            if col_cov[j] == 0:
+                C[i, j] = C[i, j] - low
+    return 4
 
 
 def _assign(C, n, n_rows, n_cols, marked, row_cov, col_cov, path, pairs):
@@ -211,6 +306,7 @@ def _assign(C, n, n_rows, n_cols, marked, row_cov, col_cov, path, pairs):
     solver mmpose 0.29 pairs candidates with: among equally cheap pairings (the rule with these
     costs) only its own order of steps and zero searches yields mmpose's people (SPEC §7), so that
     order is the specification here. ``tests/test_grouping.py`` holds it to the package itself.
+    Each step is a function returning the number of the next step (0: finished).
 
     ``C`` holds the caller's ``n_rows x n_cols`` costs in its top-left corner and zeros in the
     rest of the ``n x n`` square (munkres' own padding); it is overwritten.  ``marked`` (n x n),
@@ -219,114 +315,21 @@ def _assign(C, n, n_rows, n_cols, marked, row_cov, col_cov, path, pairs):
     A matrix without any finite uncovered value below 2**63 (NaN, or costs that large) stops
     the search early; munkres itself would loop forever on NaN.
     """
+    _clear_covers(n, row_cov, col_cov)
     for i in range(n):
-        row_cov[i] = 0
-        col_cov[i] = 0
         for j in range(n):
             marked[i, j] = 0
-
-    # Step 1: subtract each row's minimum.
-    for i in range(n):
-        low = C[i, 0]
-        for j in range(1, n):
-            if C[i, j] < low:
-                low = C[i, j]
-        for j in range(n):
-            C[i, j] = C[i, j] - low
-
-    # Step 2: star the first zero of each row whose column holds no star yet.
-    for i in range(n):
-        for j in range(n):
-            if C[i, j] == 0.0 and col_cov[j] == 0 and row_cov[i] == 0:
-                marked[i, j] = 1
-                col_cov[j] = 1
-                row_cov[i] = 1
-                break
-    for i in range(n):
-        row_cov[i] = 0
-        col_cov[i] = 0
-
-    z0_row = 0
-    z0_col = 0
-    step = 3
-    while True:
+    _reduce_rows(C, n)
+    step = _star_first_zeros(C, n, marked, row_cov, col_cov)
+    while step != 0:
         if step == 3:
-            # Cover the columns with a star; done when all are covered.
-            count = 0
-            for i in range(n):
-                for j in range(n):
-                    if marked[i, j] == 1 and col_cov[j] == 0:
-                        col_cov[j] = 1
-                        count += 1
-            if count >= n:
-                break
-            step = 4
+            step = _cover_starred_columns(n, marked, col_cov)
         elif step == 4:
-            # Prime uncovered zeros until one has no star in its row (-> 5) or none is left (-> 6).
-            row = 0
-            col = 0
-            while True:
-                row, col = _find_zero(C, n, row_cov, col_cov, row, col)
-                if row < 0:
-                    step = 6
-                    break
-                marked[row, col] = 2
-                star = _star_in_row(marked, n, row)
-                if star >= 0:
-                    col = star
-                    row_cov[row] = 1
-                    col_cov[star] = 0
-                else:
-                    z0_row = row
-                    z0_col = col
-                    step = 5
-                    break
+            step = _prime_zeros(C, n, marked, row_cov, col_cov, path)
         elif step == 5:
-            # Alternating path of primes and stars from the last prime; flip it.
-            count = 0
-            path[0, 0] = z0_row
-            path[0, 1] = z0_col
-            while True:
-                r = _star_in_col(marked, n, path[count, 1])
-                if r < 0:
-                    break
-                count += 1
-                path[count, 0] = r
-                path[count, 1] = path[count - 1, 1]
-                c = _prime_in_row(marked, n, path[count, 0])
-                count += 1
-                path[count, 0] = path[count - 1, 0]
-                path[count, 1] = c
-            for q in range(count + 1):
-                if marked[path[q, 0], path[q, 1]] == 1:
-                    marked[path[q, 0], path[q, 1]] = 0
-                else:
-                    marked[path[q, 0], path[q, 1]] = 1
-            for i in range(n):
-                row_cov[i] = 0
-                col_cov[i] = 0
-                for j in range(n):
-                    if marked[i, j] == 2:
-                        marked[i, j] = 0
-            step = 3
+            step = _flip_path(n, marked, row_cov, col_cov, path)
         else:
-            # Step 6: smallest uncovered value; add it to covered rows, then take it from
-            # uncovered columns (both on the doubly affected entries, in this order).
-            low = _MUNKRES_START_MIN
-            for i in range(n):
-                if row_cov[i] == 0:
-                    for j in range(n):
-                        if col_cov[j] == 0 and low > C[i, j]:
-                            low = C[i, j]
-            if not low < _MUNKRES_START_MIN:
-                break
-            for i in range(n):
-                for j in range(n):
-                    if row_cov[i] != 0:
-                        C[i, j] = C[i, j] + low
-                    if col_cov[j] == 0:
-                        C[i, j] = C[i, j] - low
-            step = 4
+            step = _shift_by_minimum(C, n, row_cov, col_cov)
 
     n_pairs = 0
     for i in range(n_rows):
@@ -505,12 +508,16 @@ def _prev_tag(persons, p, tags, prev):
     return count
 
 
-def _refine_score(h, t0, t1, p0, p1):
-    """``h - round(||(t0, t1) - (p0, p1)||)`` with every operation in float32."""
+def _tag_distance(t0, t1, p0, p1):
+    """``||(t0, t1) - (p0, p1)||`` with every operation in float32 (the refine distance)."""
     d0 = np.float32(t0 - p0)
     d1 = np.float32(t1 - p1)
-    dist = np.float32(math.sqrt(np.float32(_mul32(d0, d0) + _mul32(d1, d1))))
-    return np.float32(np.float64(h) - _round_half_even(np.float64(dist)))
+    return np.float32(math.sqrt(np.float32(_mul32(d0, d0) + _mul32(d1, d1))))
+
+
+def _refine_score(h, t0, t1, p0, p1):
+    """``h - round(||(t0, t1) - (p0, p1)||)`` in float32 (the distance rounded in float64)."""
+    return np.float32(np.float64(h) - _round_half_even(np.float64(_tag_distance(t0, t1, p0, p1))))
 
 
 def _nearest(lo, hi, v):
@@ -675,60 +682,85 @@ def _bound(h, box, i, p0, p1):
                          _nearest(box[i, 2], box[i, 3], p1), p0, p1)
 
 
+def _may_win(bound, first_at, best, best_at):
+    """False when nothing bounded by ``bound`` whose first pixel is ``first_at`` can replace the
+    best ``(score, pixel)`` so far: the bound is below the best score, or equal to it with every
+    pixel later in row-major order.  A NaN bound may always win (it bounds nothing)."""
+    return not (bound < best or (bound == best and first_at > best_at))
+
+
+def _wins(score, at, best, best_at):
+    """True when ``(score, pixel at)`` replaces the best pair: a higher score, or an equal one at
+    an earlier pixel (SPEC §8's first row-major maximum)."""
+    return score > best or (score == best and at < best_at)
+
+
+def _rank_buckets(cell_start, cell_box, cell_cap, n_cells, p0, p1, cell_bound):
+    """The non-empty buckets by decreasing bound for the person tag ``(p0, p1)``: fills
+    ``cell_bound[:n] = (-bound, bucket)`` and returns the visiting order (indices into it).
+    A NaN bound (inf - inf) bounds nothing and is visited first."""
+    n_used = 0
+    for c in range(n_cells):
+        if cell_start[c + 1] > cell_start[c]:
+            bound = _bound(cell_cap[c], cell_box, c, p0, p1)
+            if bound != bound:
+                bound = np.inf
+            cell_bound[n_used, 0] = -bound
+            cell_bound[n_used, 1] = c
+            n_used += 1
+    return np.argsort(cell_bound[:n_used, 0])
+
+
+def _search_tile(j, k, p0, p1, heatmap, tags, tile_rows, tile_cols, best, best_at):
+    """The best ``(score, pixel)`` after scoring the pixels of tile ``k`` in row-major order,
+    skipping those whose heatmap value (the bound of their score) cannot win."""
+    width = heatmap.shape[2]
+    band_tiles = (width + tile_cols - 1) // tile_cols
+    ty = k // band_tiles
+    y0 = ty * tile_rows
+    x0 = (k - ty * band_tiles) * tile_cols
+    for y in range(y0, min(y0 + tile_rows, heatmap.shape[1])):
+        for x in range(x0, min(x0 + tile_cols, width)):
+            h = heatmap[j, y, x]
+            at = y * width + x
+            if _may_win(h, at, best, best_at):
+                score = _refine_score(h, tags[j, y, x, 0], tags[j, y, x, 1], p0, p1)
+                if _wins(score, at, best, best_at):
+                    best = score
+                    best_at = at
+    return best, best_at
+
+
 def _search_person(j, p0, p1, heatmap, tags, tile, order, cell_start, cell_box, cell_cap,
                    n_cells, cell_bound, tile_rows, tile_cols):
     """Flat pixel index of the first row-major maximum of ``hm[j] - round(||tags[j] - p||)``.
 
-    The search visits the tag buckets by decreasing bound (``_bound`` of the bucket's largest
-    heatmap value and tag ranges) and, inside a bucket, tiles by decreasing largest heatmap
-    value, so it meets the maximum early; it keeps the best ``(score, pixel)`` pair: a higher
-    score wins, an equal score wins when its pixel comes first in row-major order.  A bucket,
-    tile or pixel is skipped when its bound is below the best score, or equal to it with every
-    pixel later in row-major order; since buckets are visited by decreasing bound and tiles by
+    The search visits the tag buckets by decreasing bound (``_rank_buckets``) and, inside a
+    bucket, tiles by decreasing largest heatmap value, so it meets the maximum early; it keeps
+    the best ``(score, pixel)`` pair (``_wins``).  A bucket, tile or pixel is skipped when its
+    bound cannot win (``_may_win``); since buckets are visited by decreasing bound and tiles by
     decreasing largest value (a score never exceeds its heatmap value), the first bucket or
     tile below the best score ends the search or the bucket.  Without any score above -inf
     the answer is pixel 0, as for a row-major scan with a strict comparison.
     """
     width = heatmap.shape[2]
-    height = heatmap.shape[1]
     band_tiles = (width + tile_cols - 1) // tile_cols
-    n_used = 0
-    for c in range(n_cells):
-        if cell_start[c + 1] > cell_start[c]:
-            bound = _bound(cell_cap[c], cell_box, c, p0, p1)
-            if bound != bound:  # NaN (inf - inf): no bound, visit first
-                bound = np.inf
-            cell_bound[n_used, 0] = -bound
-            cell_bound[n_used, 1] = c
-            n_used += 1
-    visit = np.argsort(cell_bound[:n_used, 0])
+    visit = _rank_buckets(cell_start, cell_box, cell_cap, n_cells, p0, p1, cell_bound)
     best = -np.inf
-    best_at = height * width
-    for v in range(n_used):
-        c = int(cell_bound[visit[v], 1])
+    best_at = heatmap.shape[1] * width
+    for v in range(len(visit)):
         if -cell_bound[visit[v], 0] < best:
             break
+        c = int(cell_bound[visit[v], 1])
         for i in range(cell_start[c], cell_start[c + 1]):
             k = order[i]
-            h_max = tile[k, 0]
-            if h_max < best:
+            if tile[k, 0] < best:
                 break
             ty = k // band_tiles
-            y0 = ty * tile_rows
-            x0 = (k - ty * band_tiles) * tile_cols
-            bound = _bound(h_max, tile[:, 1:], k, p0, p1)
-            if bound < best or (bound == best and y0 * width + x0 > best_at):
-                continue
-            for y in range(y0, min(y0 + tile_rows, height)):
-                for x in range(x0, min(x0 + tile_cols, width)):
-                    h = heatmap[j, y, x]
-                    at = y * width + x
-                    if h < best or (h == best and at > best_at):
-                        continue
-                    score = _refine_score(h, tags[j, y, x, 0], tags[j, y, x, 1], p0, p1)
-                    if score > best or (score == best and at < best_at):
-                        best = score
-                        best_at = at
+            first_at = ty * tile_rows * width + (k - ty * band_tiles) * tile_cols
+            if _may_win(_bound(tile[k, 0], tile[:, 1:], k, p0, p1), first_at, best, best_at):
+                best, best_at = _search_tile(j, k, p0, p1, heatmap, tags, tile_rows, tile_cols,
+                                             best, best_at)
     if best == -np.inf:
         return 0
     return best_at
@@ -799,88 +831,77 @@ def _mean_tags_host(tag_list, tag_len, out):
         out[p, 1] = _mean_tag(tag_list, tag_len, p, 1)
 
 
-_CORE_NAMES = (
-    "_mul32",
-    "_mul64",
-    "_round_half_even",
-    "_joint_at",
-    "_find_zero",
-    "_star_in_row",
-    "_star_in_col",
-    "_prime_in_row",
-    "_assign",
-    "_mean_tag",
-    "_place",
-    "_group",
-    "_person_score",
-    "_prev_tag",
-    "_refine_score",
-    "_misses_joint",
-    "_write_refined",
+# The functions each build compiles, in dependency order (a function after those it calls).
+# SHARED_CORES is what the host and the device builds have in common; HOST_REFINE is the host's
+# refine search and HOST_DRIVERS the host's loops over the cores (see the module docstring).
+SHARED_CORES = (
+    _mul32, _mul64, _round_half_even, _joint_at, _find_zero, _find_mark, _clear_covers,
+    _reduce_rows, _star_first_zeros, _cover_starred_columns, _prime_zeros, _flip_path,
+    _shift_by_minimum, _assign, _mean_tag, _place, _group, _person_score, _prev_tag,
+    _tag_distance, _misses_joint, _write_refined,
 )
-
-# The host's refine search (see _refine_joint).  Compiled for the host only: the device build
-# (runtime.cuda_grouping) compiles _CORE_NAMES and keeps its own dense search.
-_HOST_REFINE_NAMES = (
-    "_nearest",
-    "_tile_summary",
-    "_cell_of",
-    "_tag_buckets",
-    "_bound",
-    "_search_person",
-    "_refine_joint",
+HOST_REFINE = (
+    _refine_score, _nearest, _tile_summary, _cell_of, _tag_buckets, _bound, _may_win, _wins, _rank_buckets,
+    _search_tile, _search_person, _refine_joint,
 )
+HOST_DRIVERS = (_scores_host, _mean_tags_host, _refine_host)
 
 
-def _clone(fn, namespace):
-    clone = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__,
-                               fn.__closure__)
-    clone.__qualname__ = fn.__qualname__
-    clone.__module__ = fn.__module__
-    clone.__doc__ = fn.__doc__
-    return clone
+def core_namespace() -> dict:
+    """The globals the cores read besides one another: math, NumPy, numba and the constants."""
+    return {"math": math, "np": np, "numba": numba, "_TWO52": _TWO52,
+            "_MUNKRES_START_MIN": _MUNKRES_START_MIN, "_PAD_COST": _PAD_COST}
 
 
-def compile_cores(decorate, names=_CORE_NAMES, namespace=None):
-    """Compile the core functions with ``decorate`` and return them as a namespace.
+def link(functions, decorate, namespace: dict) -> dict:
+    """Compile ``functions`` (``{name: plain function}``, callees first) with ``decorate`` into
+    ``namespace`` and return it.
 
-    Each core is cloned into one shared dict of globals in which the other cores' names refer
-    to their compiled versions, so calls between cores stay inside the target.  Example for
-    the device: ``compile_cores(numba.cuda.jit(device=True))``.  ``namespace`` (a dict built by
-    an earlier call) lets further functions be added to the same set.
+    numba resolves a function's global names when it compiles it, so each function is re-bound
+    to ``namespace`` (same code, those globals) and its compiled version stored there under
+    ``name``: a core calling another by name then calls the compiled one, on the same target.
+    A name may be given another function (the device's products), and ``namespace`` can be
+    extended by further calls.
     """
-    if namespace is None:
-        namespace = dict(globals())
-    for name in names:
-        namespace[name] = decorate(_clone(globals()[name], namespace))
-    return types.SimpleNamespace(**{name.lstrip("_"): namespace[name] for name in names},
-                                 namespace=namespace)
+    for name, fn in functions.items():
+        bound = types.FunctionType(fn.__code__, namespace, name, fn.__defaults__, fn.__closure__)
+        bound.__qualname__ = fn.__qualname__
+        bound.__module__ = fn.__module__
+        bound.__doc__ = fn.__doc__
+        namespace[name] = decorate(bound)
+    return namespace
 
 
-_DRIVER_NAMES = ("_scores_host", "_mean_tags_host", "_refine_host")
+def by_name(functions) -> dict:
+    return {fn.__name__: fn for fn in functions}
 
 
-def _build_host():
-    """The host build: every core with ``numba.njit``, the refine driver also parallel."""
-    njit = numba.njit(cache=True, nogil=True)
-    cores = compile_cores(njit, _CORE_NAMES + _HOST_REFINE_NAMES + _DRIVER_NAMES[:2])
-    compile_cores(numba.njit(cache=True, nogil=True, parallel=True), _DRIVER_NAMES[2:],
-                  cores.namespace)
-    return _view(cores.namespace)
+TARGETS = ("host", "python")
 
 
-def _build_plain():
-    """The same functions uncompiled (slow; for tests and debugging)."""
-    return _view(compile_cores(lambda fn: fn, _CORE_NAMES + _HOST_REFINE_NAMES
-                               + _DRIVER_NAMES).namespace)
+@functools.cache
+def cores(target: str = "host") -> types.SimpleNamespace:
+    """The grouping and refine functions built for ``target``, as a namespace of callables named
+    without their leading underscore (``cores().assign``, ``cores().refine_host``, ...).
 
-
-def _view(namespace):
-    names = _CORE_NAMES + _HOST_REFINE_NAMES + _DRIVER_NAMES
-    return types.SimpleNamespace(**{name.lstrip("_"): namespace[name] for name in names})
-
-
-_HOST = _build_host()
+    ``host``: ``numba.njit`` (cached on disk, GIL released), the refine driver with
+    ``parallel=True``; numba compiles each at its first call.  ``python``: the same functions
+    uncompiled (slow; what a CUDA build wraps, for tests and debugging).  The device build is
+    ``runtime.cuda_grouping``'s, from ``SHARED_CORES`` with the same ``link``.
+    """
+    if target == "host":
+        njit = numba.njit(cache=True, nogil=True)
+        namespace = link(by_name(SHARED_CORES + HOST_REFINE + HOST_DRIVERS[:2]), njit,
+                         core_namespace())
+        link(by_name(HOST_DRIVERS[2:]), numba.njit(cache=True, nogil=True, parallel=True),
+             namespace)
+    elif target == "python":
+        namespace = link(by_name(SHARED_CORES + HOST_REFINE + HOST_DRIVERS), lambda fn: fn,
+                         core_namespace())
+    else:
+        raise ValueError(f"cores: target must be one of {TARGETS}, got {target!r}")
+    return types.SimpleNamespace(**{fn.__name__.lstrip("_"): namespace[fn.__name__]
+                                    for fn in SHARED_CORES + HOST_REFINE + HOST_DRIVERS})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -915,7 +936,7 @@ def assign(cost: np.ndarray) -> np.ndarray:
     is padded to a square with zeros like munkres does.  Returns an int64 array
     ``[n_pairs, 2]`` in row-major order over the original ``rows x cols`` region.
     """
-    return _assign_with(_HOST, cost)
+    return _assign_with(cores(), cost)
 
 
 def _group_with(impl, candidates, detection_threshold, tag_threshold):
@@ -951,7 +972,7 @@ def group(candidates: np.ndarray, detection_threshold: float = 0.1,
     when ``val > detection_threshold``.  Returns float32 ``[P, 17, 5]`` (zeros for missing
     joints) in the order persons were created; P <= 17 * K.
     """
-    return _group_with(_HOST, candidates, detection_threshold, tag_threshold)
+    return _group_with(cores(), candidates, detection_threshold, tag_threshold)
 
 
 def _person_scores_with(impl, persons):
@@ -965,7 +986,7 @@ def _person_scores_with(impl, persons):
 
 def person_scores(persons: np.ndarray) -> np.ndarray:
     """Float32 ``[P]``: mean of each person's 17 joint values, as ``persons[i, :, 2].mean()``."""
-    return _person_scores_with(_HOST, persons)
+    return _person_scores_with(cores(), persons)
 
 
 def _mean_tags_with(impl, tags):
@@ -980,7 +1001,7 @@ def _mean_tags_with(impl, tags):
 
 def mean_tags(tags: np.ndarray) -> np.ndarray:
     """Float32 mean of ``tags [n, 2]`` computed like the grouping does (equals ``np.mean``)."""
-    return _mean_tags_with(_HOST, tags)
+    return _mean_tags_with(cores(), tags)
 
 
 def _refine_with(impl, persons, heatmap, tags):
@@ -1012,7 +1033,7 @@ def refine(persons: np.ndarray, heatmap: np.ndarray, tags: np.ndarray) -> None:
     ``[17, H, W, 2]``.  Only joints with ``val == 0`` can change, and only to a refined
     ``val > 0``; their tag columns stay 0.  A person without any joint ``val > 0`` is left as is.
     """
-    _refine_with(_HOST, persons, heatmap, tags)
+    _refine_with(cores(), persons, heatmap, tags)
 
 
 def decode_people(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray,

@@ -285,10 +285,11 @@ def test_device_refine_score_in_float32_equals_the_host_float64_rounding():
 
     from runtime import cuda_grouping, grouping
 
-    cores = grouping.compile_cores(numba.njit)
-    namespace = dict(cores.namespace, _TWO23=cuda_grouping._TWO23)
-    device = numba.njit(grouping._clone(cuda_grouping._refine_score32, namespace))
-    host = cores.refine_score
+    namespace = grouping.link(grouping.by_name(grouping.SHARED_CORES), numba.njit,
+                              dict(grouping.core_namespace(), _TWO23=cuda_grouping._TWO23))
+    device = grouping.link({"_refine_score32": cuda_grouping._refine_score32}, numba.njit,
+                           namespace)["_refine_score32"]
+    host = grouping.cores().refine_score
     rng = np.random.default_rng(1234)
     f4 = np.float32
     cases = [(f4(h), f4(t), f4(0.0), f4(0.0), f4(0.0)) for h in (0.0, -0.0, 1e-30, 0.7, -3.25, 1e6)

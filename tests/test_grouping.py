@@ -433,7 +433,7 @@ def test_refine_keeps_detected_joints_and_scores():
 
 
 def test_plain_python_cores_agree():
-    plain = grouping._build_plain()
+    plain = grouping.cores("python")
     rng = np.random.default_rng(11)
     for case in range(20):
         cost = tie_cost(rng, int(rng.integers(1, 8)), int(rng.integers(1, 8)))
@@ -459,8 +459,8 @@ def test_refine_search_order_keeps_first_pixel_on_ties():
     pixel in a later tile (heatmap 1.5, one tag unit away: score 0.5) is searched first (its
     tile also holds the person's tag, so its bound 1.5 beats the first tile's 0.5).
     Mutations tried: dropping ``or (score == best and at < best_at)`` in
-    ``grouping._search_person`` (the later pixel wins) and breaking on ``h_max <= best``
-    instead of ``h_max < best`` (the first pixel's tile is never searched): both fail here.
+    ``grouping._wins`` (the later pixel wins) and breaking on ``tile[k, 0] <= best``
+    instead of ``< best`` in ``_search_person`` (the first pixel's tile is never searched): both fail here.
     """
     height, width = 24, 40
     heatmap = np.zeros((17, height, width), np.float32)
