@@ -101,7 +101,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
 import os
 import types
 import warnings
