@@ -107,6 +107,7 @@ class NobodyEstimator:
 
         self.metadata = ModelMetadata("w32", 512, checkpoint="stand-in")
         self.backend = type("Backend", (), {"name": "stand-in"})()
+        self.refine = True  # PoseEstimator's switch, described on the model line
 
     def batch(self, images):
         return [[] for _ in images]

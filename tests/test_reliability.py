@@ -397,6 +397,7 @@ class StandIn:
 
         self.metadata = ModelMetadata("w32", 512, checkpoint="stand-in")
         self.backend = type("Backend", (), {"name": "stand-in"})()
+        self.refine = True  # PoseEstimator's switch, described on the model line
         self.fault, self.fault_at, self.calls = fault, fault_at, 0
 
     def batch(self, images):
