@@ -92,6 +92,13 @@ def _window_tie(heatmap: np.ndarray, x: int, y: int, band: float, radius: int) -
     return others.size > 0 and abs(float(others[-1]) - centre) <= band
 
 
+def _peak_values(heatmap: np.ndarray, radius: int) -> np.ndarray:
+    """Values of the pixels that equal the maximum of their NMS window (the peaks top-k ranks)."""
+    padded = np.pad(heatmap, radius, constant_values=-np.inf)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (2 * radius + 1, 2 * radius + 1))
+    return heatmap[heatmap == windows.max(axis=(2, 3))].astype(np.float64)
+
+
 def compare_candidates(reference: dict[str, np.ndarray], other: dict[str, np.ndarray],
                        rel_tolerance: float = REL_TOLERANCE, tie_band: float = TIE_BAND,
                        threshold: float = DETECTION_THRESHOLD, nms_kernel: int = 5) -> tuple[list[str], list[str]]:
@@ -99,8 +106,10 @@ def compare_candidates(reference: dict[str, np.ndarray], other: dict[str, np.nda
 
     Order among equal values is implementation-defined (SPEC §6), so sets of pixels are compared.
     A pixel found by one side only must sit at a tie of the reference heatmap (its value within the
-    band of 0.1, of a neighbour in its NMS window, or of the k-th value); a shared pixel must have
-    val and tags within tolerance, and adjusted x, y equal unless its two neighbours tie.
+    band of 0.1, of a neighbour in its NMS window, or of the k-th value), or, when a full top-k lost
+    (gained) d pixels at such ties, be one of the d reference peaks ranked next below (d lowest values
+    of) the reference's top-k, the places those ties freed (took); a shared pixel must have val and
+    tags within tolerance, and adjusted x, y equal unless its two neighbours tie.
     """
     mismatches, ties = [], []
     heatmaps = reference["heatmap"]
@@ -116,6 +125,8 @@ def compare_candidates(reference: dict[str, np.ndarray], other: dict[str, np.nda
             kth = float(want_all[image, joint, :, 2].min())
             want, got = candidate_set(want_all[image, joint], threshold), candidate_set(got_all[image, joint], threshold)
             where = f"image {image} joint {joint}"
+            unexplained = {"reference only": [], "other only": []}
+            left = {"reference only": 0, "other only": 0}  # pixels one side lost (or gained) at a tie
             for pixel in sorted(set(want) ^ set(got)):
                 x, y = pixel
                 value = float(heatmap[y, x])
@@ -127,7 +138,29 @@ def compare_candidates(reference: dict[str, np.ndarray], other: dict[str, np.nda
                 elif abs(value - kth) <= band:
                     ties.append(f"{where} {pixel} {side}: value {value:.7f} at the top-k boundary {kth:.7f}")
                 else:
-                    mismatches.append(f"{where} {pixel} {side}: value {value:.7f}, no tie explains it")
+                    unexplained[side].append((pixel, value))
+                    continue
+                left[side] += 1
+            # A full top-k that loses d pixels at ties takes the next d peaks instead (and one that gains
+            # d drops its d lowest): such a pixel is explained only by its rank in the reference's order.
+            full = int((want_all[image, joint, :, 2] > threshold).sum()) == want_all.shape[2]
+            peaks = None
+            for side, gained in (("other only", left["reference only"]), ("reference only", left["other only"])):
+                for pixel, value in unexplained[side]:
+                    if full and gained and peaks is None:
+                        peaks = _peak_values(heatmap, radius)
+                    if side == "other only":
+                        rank = None if not (full and gained) else int(
+                            ((peaks > value) & (peaks < kth - band)).sum())
+                        why = "a peak next below the reference's top-k, taking a place left at a tie"
+                    else:
+                        rank = None if not (full and gained) else int(
+                            sum(1 for v in want.values() if float(v[2]) < value))
+                        why = "among the reference's lowest top-k values, pushed out by a pixel gained at a tie"
+                    if rank is not None and rank < gained:
+                        ties.append(f"{where} {pixel} {side}: value {value:.7f}, {why}")
+                    else:
+                        mismatches.append(f"{where} {pixel} {side}: value {value:.7f}, no tie explains it")
             for pixel in sorted(set(want) & set(got)):
                 a, b = want[pixel], got[pixel]
                 x, y = pixel
