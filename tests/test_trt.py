@@ -92,9 +92,15 @@ def test_cli_help_documents_every_flag_without_tensorrt():
     assert done.returncode == 0, done.stderr
     for flag in ("--onnx", "--shapes", "--max-batch", "--workspace", "--timing-cache", "-o FILE, --output FILE"):
         assert flag in done.stdout, flag
-    for text in ("default: 4, as runtime.run --batch", "512x512,512x704,1024x1024", "STRONGLY_TYPED", "TF32",
-                 "hrnet-deploy[trt]"):
+    section = "TensorRT engines and the GPU path"
+    for text in ("default: 4, as runtime.run --batch", "512x512,512x704,1024x1024", "strongly typed", section):
         assert text in done.stdout, text
+    # The details the help points to are in that README section.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    details = readme[readme.index(f"## {section}"):]
+    details = details[:details.find("\n## ", 4)]
+    for text in ("STRONGLY_TYPED", "TF32", "hrnet-deploy[trt]"):
+        assert text in details, text
 
 
 def test_importing_the_builder_and_backend_does_not_import_tensorrt():
