@@ -144,23 +144,20 @@ def compare_candidates(reference: dict[str, np.ndarray], other: dict[str, np.nda
             # A full top-k that loses d pixels at ties takes the next d peaks instead (and one that gains
             # d drops its d lowest): such a pixel is explained only by its rank in the reference's order.
             full = int((want_all[image, joint, :, 2] > threshold).sum()) == want_all.shape[2]
-            peaks = None
-            for side, gained in (("other only", left["reference only"]), ("reference only", left["other only"])):
-                for pixel, value in unexplained[side]:
-                    if full and gained and peaks is None:
-                        peaks = _peak_values(heatmap, radius)
-                    if side == "other only":
-                        rank = None if not (full and gained) else int(
-                            ((peaks > value) & (peaks < kth - band)).sum())
-                        why = "a peak next below the reference's top-k, taking a place left at a tie"
-                    else:
-                        rank = None if not (full and gained) else int(
-                            sum(1 for v in want.values() if float(v[2]) < value))
-                        why = "among the reference's lowest top-k values, pushed out by a pixel gained at a tie"
-                    if rank is not None and rank < gained:
-                        ties.append(f"{where} {pixel} {side}: value {value:.7f}, {why}")
-                    else:
-                        mismatches.append(f"{where} {pixel} {side}: value {value:.7f}, no tie explains it")
+            lost, gained = left["reference only"], left["other only"]
+            peaks = _peak_values(heatmap, radius) if full and lost and unexplained["other only"] else None
+            for pixel, value in unexplained["other only"]:
+                if peaks is not None and int(((peaks > value) & (peaks < kth - band)).sum()) < lost:
+                    ties.append(f"{where} {pixel} other only: value {value:.7f}, a peak next below the "
+                                f"reference's top-k, taking a place left at a tie")
+                else:
+                    mismatches.append(f"{where} {pixel} other only: value {value:.7f}, no tie explains it")
+            for pixel, value in unexplained["reference only"]:
+                if full and sum(float(v[2]) < value for v in want.values()) < gained:
+                    ties.append(f"{where} {pixel} reference only: value {value:.7f}, among the reference's "
+                                f"lowest top-k values, pushed out by a pixel gained at a tie")
+                else:
+                    mismatches.append(f"{where} {pixel} reference only: value {value:.7f}, no tie explains it")
             for pixel in sorted(set(want) & set(got)):
                 a, b = want[pixel], got[pixel]
                 x, y = pixel

@@ -10,6 +10,8 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
+from runtime.errors import UserError
+
 NUM_JOINTS = 17
 FLIP_INDEX = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 MEAN = (0.485, 0.456, 0.406)
@@ -116,8 +118,6 @@ def read_props(props: dict[str, str], where: str, fix: str = "re-export it with 
     A map without hrnet_deploy keys, or with damaged ones, is a ``UserError`` that starts with
     ``where`` (the file, or the flag that named it) and ends with ``fix``.
     """
-    from runtime.errors import UserError
-
     props = dict(props)
     if not any(key.startswith("hrnet_deploy.") for key in props):
         raise UserError(f"{where}: not an hrnet-deploy export (no hrnet_deploy metadata in the file); {fix}")

@@ -1,6 +1,6 @@
 """export.verify.compare_candidates on hand-made maps: which one-sided candidates a tie explains.
 
-Mutations tried: accepting a refill whatever its rank (``and rank < gained`` dropped) fails
+Mutations tried: accepting a refill whatever its rank (the ``< lost`` bound dropped) fails
 ``test_a_peak_two_places_below_is_not_a_refill``; dropping the refill rule (every unexplained pixel a
 mismatch) fails ``test_a_place_freed_at_an_nms_tie_is_refilled_by_the_next_peak``.
 """
