@@ -18,7 +18,7 @@ pytest.importorskip("pycocotools")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from benchmarks import parity
+from benchmarks import parity, parity_agreement, parity_cache, parity_compute, parity_identity, parity_report
 from benchmarks.coco import METRICS, MMPOSE_NAMES
 from runtime.metadata import DecodeConfig
 
@@ -41,11 +41,6 @@ def without_speed(report: dict) -> dict:
 def cached_files(out: Path, key: str) -> dict[str, int]:
     """Per-image cache files of one backend key (identity.json left out), name -> mtime."""
     return {p.name: p.stat().st_mtime_ns for p in (out / "cache" / key).glob("*.json") if p.name != "identity.json"}
-
-
-@pytest.fixture(autouse=True)
-def no_stop_hook(monkeypatch):
-    monkeypatch.delenv(parity.STOP_ENV, raising=False)
 
 
 def exact_tie(reference: dict, other: dict) -> str | None:
@@ -107,10 +102,10 @@ def test_rendered_full_mini_set_through_each_decode(tmp_path, capsys):
     coco = CocoSet.open()
     annotations = coco.annotations()
     config = DecodeConfig()
-    torch_cache = parity.load_results(parity.Plan("torch", key=rows["torch"]["key"]), tmp_path, coco.images)
-    onnx_cache = parity.load_results(parity.Plan("onnx", key=rows["onnx"]["key"]), tmp_path, coco.images)
+    torch_cache = parity_cache.load_results("torch", rows["torch"]["key"], tmp_path, coco.images)
+    onnx_cache = parity_cache.load_results("onnx", rows["onnx"]["key"], tmp_path, coco.images)
     differing = [im for im in coco.images
-                 if not parity.identical_people(torch_cache[im.id]["people"], onnx_cache[im.id]["people"])]
+                 if not parity_agreement.identical_people(torch_cache[im.id]["people"], onnx_cache[im.id]["people"])]
     assert rows["onnx"]["agreement"]["identical_images"] == len(coco.images) - len(differing)
     if not differing:
         assert report["golden"]["max_abs_diff"]["onnx"] <= 1e-9
@@ -132,17 +127,24 @@ def test_rendered_full_mini_set_through_each_decode(tmp_path, capsys):
 
 
 def test_interrupted_run_resumes_to_the_same_report(tmp_path, monkeypatch, capsys):
+    """An interruption (Ctrl-C) right after the first image is cached: exit 130, no parity.json; the
+    rerun computes only the other two and gives the uninterrupted run's report."""
     whole = without_speed(run_parity(tmp_path / "whole", "--limit", "3", "--backends", "torch"))
 
     resumed = tmp_path / "resumed"
-    monkeypatch.setenv(parity.STOP_ENV, "1")
-    with pytest.raises(SystemExit) as stopped:
-        run_parity(resumed, "--limit", "3", "--backends", "torch")
-    assert stopped.value.code == parity.STOP_EXIT_CODE
+    store = parity_compute.store_result
+
+    def store_then_interrupt(*args, **kwargs):
+        store(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(parity_compute, "store_result", store_then_interrupt)
+        code = parity.main(["--rendered", "--no-progress", "--out", str(resumed), "--limit", "3", "--backends", "torch"])
+    assert code == 130 and "a rerun of the same command resumes" in capsys.readouterr().err
     assert not (resumed / "parity.json").exists()
     key = whole["backends"][0]["key"]
     assert len(cached_files(resumed, key)) == 1
-    monkeypatch.delenv(parity.STOP_ENV)
 
     capsys.readouterr()
     report = run_parity(resumed, "--limit", "3", "--backends", "torch")
@@ -167,12 +169,12 @@ def test_settings_change_invalidates_only_what_it_affects(tmp_path, capsys):
 
 
 def test_backend_keys_depend_only_on_their_own_settings():
-    base = {"format": parity.CACHE_FORMAT, "mode": "network", "arch": "w32", "input_size": 512,
+    base = {"format": parity_identity.CACHE_FORMAT, "mode": "network", "arch": "w32", "input_size": 512,
             "checkpoint": "synthetic:0", "scales": [1.0]}
     shas = {"onnx": "a" * 64, "onnx-fp16": "b" * 64, "onnx-int8": "c" * 64}
 
     def keys(settings=base, shas=shas, calib=8):
-        return {name: parity.identity_key(parity.backend_identity(name, settings, shas.get(name), calib))
+        return {name: parity_identity.identity_key(parity_identity.backend_identity(name, settings, shas.get(name), calib))
                 for name in ("torch", "onnx", "onnx-fp16", "onnx-int8")}
 
     reference = keys()
@@ -214,14 +216,14 @@ def test_oks_matching_and_identity():
     a = [{"keypoints": np.c_[rng.uniform(0, 300, (17, 2)), np.full(17, 0.9)].reshape(-1).tolist(), "score": 0.9}
          for _ in range(3)]
     b = [dict(p) for p in reversed(a)] + [{"keypoints": [0.0] * 51, "score": 0.1}]
-    oks = parity.oks_matrix(parity._keypoints(a), parity._keypoints(b))
-    pairs = parity.greedy_pairs(oks)
+    oks = parity_agreement.oks_matrix(parity_agreement.keypoint_array(a), parity_agreement.keypoint_array(b))
+    pairs = parity_agreement.greedy_pairs(oks)
     assert sorted((i, j) for i, j, _ in pairs) == [(0, 2), (1, 1), (2, 0)]
     assert all(value == pytest.approx(1.0) for *_, value in pairs)
-    summary = parity.agreement({1: {"people": a}}, {1: {"people": b}})
+    summary = parity_agreement.agreement({1: {"people": a}}, {1: {"people": b}})
     assert (summary["matched"], summary["missed"], summary["added"], summary["identical_images"]) == (3, 0, 1, 0)
     assert summary["median_px"] == 0.0
-    assert parity.identical_people(a, [dict(p) for p in a])
+    assert parity_agreement.identical_people(a, [dict(p) for p in a])
 
 
 def test_published_numbers_only_for_a_zoo_checkpoint_on_a_real_tree():
@@ -229,10 +231,10 @@ def test_published_numbers_only_for_a_zoo_checkpoint_on_a_real_tree():
 
     measured = {m: 0.5 for m in METRICS}
     args = argparse.Namespace(rendered=False, checkpoint="w32_512", arch="w32", input_size=512, scales=(1.0,))
-    published = parity.published_numbers(args, False, measured)
+    published = parity_report.published_numbers(args, False, measured)
     assert published["metrics"]["AP"]["published"] == pytest.approx(0.677)
     assert published["metrics"]["AP"]["delta"] == pytest.approx(0.5 - 0.677)
     assert "13" in published["note"]
-    assert parity.published_numbers(args, True, measured) is None  # the mini set
-    assert parity.published_numbers(argparse.Namespace(**{**vars(args), "checkpoint": "synthetic:0"}), False,
+    assert parity_report.published_numbers(args, True, measured) is None  # the mini set
+    assert parity_report.published_numbers(argparse.Namespace(**{**vars(args), "checkpoint": "synthetic:0"}), False,
                                     measured) is None
