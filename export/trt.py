@@ -321,6 +321,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path | None = None, sha
 
     ``shapes``: ``"MIN,OPT,MAX"`` (HxW of the scale-1 input), a BaseShapes, or None for the defaults
     (see the module docstring). Returns the plan path. UserError for everything a user can fix.
+    The steps: validate the request, read the file's facts and profile, parse, configure, build, write.
     """
     onnx_path = Path(onnx_path)
     plan = Path(plan_path) if plan_path is not None else onnx_path.with_suffix(".plan")
@@ -331,6 +332,41 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path | None = None, sha
         if progress:
             print(text, file=out, flush=True)
 
+    _validate_request(plan, cache_path, workspace_gib, max_batch)
+    trt = import_tensorrt()
+    facts, base, profiles = _read_model(onnx_path, shapes, max_batch)
+    meta = facts.metadata
+    gpu = gpu_facts(0)
+    say(f"[1/5] {onnx_path}: HigherHRNet-{meta.arch.upper()} input {meta.input_size}, scales "
+        f"{list(meta.decode.scales)}, {meta.precision}, weights {meta.checkpoint}")
+    say(f"[2/5] TensorRT {trt.__version__} on {gpu.name} (compute capability {gpu.compute_capability}): parsing "
+        f"into a strongly typed network")
+    parsed = _parse(trt, onnx_path, meta)
+    config = _configure(trt, parsed.builder, base, profiles, workspace_gib)
+    say("[3/5] profile (NHWC min / opt / max): "
+        + "; ".join(f"{name} {'x'.join(map(str, s['min']))} / {'x'.join(map(str, s['opt']))} / "
+                    f"{'x'.join(map(str, s['max']))}" for name, s in profiles.items())
+        + f"; workspace {workspace_gib:g} GiB; TF32 off")
+    _attach_timing_cache(config, cache_path, say)
+    if progress and hasattr(trt, "IProgressMonitor"):
+        config.progress_monitor = _progress_monitor(trt, out)
+
+    say("[4/5] building the engine (minutes on a first build; a --timing-cache makes rebuilds fast)")
+    start = time.perf_counter()
+    data = _build(parsed, config, onnx_path)
+    seconds = time.perf_counter() - start
+    digest = hashlib.sha256(data).hexdigest()
+    sidecar = make_sidecar(plan, digest, facts, base, max_batch, profiles, trt.__version__, gpu, workspace_gib)
+    _write(plan, data, sidecar, config, cache_path)
+    say(f"[5/5] wrote {plan} ({len(data) / 1024**2:.1f} MiB, built in {seconds:.0f} s) and {sidecar_path(plan).name}"
+        + (f"; timing cache {cache_path}" if cache_path is not None else ""))
+    return plan
+
+
+def _validate_request(plan: Path, cache_path: Path | None, workspace_gib: float, max_batch: int) -> None:
+    """What can be refused before TensorRT is loaded: the output names, the settings, writable targets."""
+    from runtime.results import check_writable
+
     if plan.suffix.lower() not in PLAN_SUFFIXES:
         raise UserError(f"-o {plan}: the engine file must end in .plan or .engine")
     if plan.is_dir() or (cache_path is not None and cache_path.is_dir()):
@@ -339,15 +375,16 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path | None = None, sha
         raise UserError(f"--workspace {workspace_gib}: give a positive size in GiB, e.g. 4")
     if max_batch < 1:
         raise UserError(f"--max-batch {max_batch}: give at least 1")
-    from runtime.results import check_writable
-
     for target in (plan, sidecar_path(plan), cache_path):
         if target is not None:
             check_writable(target)  # before minutes of building, not after
-    trt = import_tensorrt()
+
+
+def _read_model(onnx_path: Path, shapes: str | BaseShapes | None,
+                max_batch: int) -> tuple[OnnxFacts, BaseShapes, dict[str, dict[str, list[int]]]]:
+    """The ONNX file's facts, the checked scale-1 shapes and the profile of every image input."""
     if onnx_path.suffix.lower() != ".onnx" or not onnx_path.is_file():
         raise UserError(f"--onnx {onnx_path}: no such .onnx file; export one with python -m export.onnx")
-
     facts = read_onnx(onnx_path)
     meta = facts.metadata
     if shapes is None:
@@ -355,13 +392,22 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path | None = None, sha
     else:
         base = check_shapes(parse_shapes(shapes) if isinstance(shapes, str) else shapes, facts.input_multiple,
                             meta.max_input_side)
-    profiles = input_profiles(meta, base, max_batch, facts.input_multiple)
-    gpu = gpu_facts(0)
-    say(f"[1/5] {onnx_path}: HigherHRNet-{meta.arch.upper()} input {meta.input_size}, scales "
-        f"{list(meta.decode.scales)}, {meta.precision}, weights {meta.checkpoint}")
-    say(f"[2/5] TensorRT {trt.__version__} on {gpu.name} (compute capability {gpu.compute_capability}): parsing "
-        f"into a strongly typed network")
+    return facts, base, input_profiles(meta, base, max_batch, facts.input_multiple)
 
+
+@dataclass
+class _ParsedNetwork:
+    """The parsed network with the objects it depends on: TensorRT's parser owns the network's weights,
+    so all of these stay alive until the engine is built."""
+
+    logger: object
+    builder: object
+    network: object
+    parser: object
+
+
+def _parse(trt, onnx_path: Path, meta: ModelMetadata) -> _ParsedNetwork:
+    """Parse the file into a strongly typed network whose inputs are the ones its metadata names."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt))
@@ -377,7 +423,11 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path | None = None, sha
     if names != sorted(meta.input_names):
         raise UserError(f"--onnx {onnx_path}: network inputs {names} do not match its metadata "
                         f"({meta.input_names}); {REEXPORT}")
+    return _ParsedNetwork(logger, builder, network, parser)
 
+
+def _configure(trt, builder, base: BaseShapes, profiles: dict[str, dict[str, list[int]]], workspace_gib: float):
+    """The builder config: workspace limit, TF32 off, one optimization profile over every image input."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     if hasattr(trt.BuilderFlag, "TF32"):  # on by default in 10.x and 11.x; a later release may drop it
@@ -387,26 +437,22 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path | None = None, sha
         profile.set_shape(name, tuple(shape["min"]), tuple(shape["opt"]), tuple(shape["max"]))
     if config.add_optimization_profile(profile) < 0:
         raise UserError(f"--shapes {base.text()}: TensorRT rejected the optimization profile (messages above)")
-    say("[3/5] profile (NHWC min / opt / max): "
-        + "; ".join(f"{name} {'x'.join(map(str, s['min']))} / {'x'.join(map(str, s['opt']))} / "
-                    f"{'x'.join(map(str, s['max']))}" for name, s in profiles.items())
-        + f"; workspace {workspace_gib:g} GiB; TF32 off")
-    _attach_timing_cache(config, cache_path, say)
-    if progress and hasattr(trt, "IProgressMonitor"):
-        config.progress_monitor = _progress_monitor(trt, out)
+    return config
 
-    say("[4/5] building the engine (minutes on a first build; a --timing-cache makes rebuilds fast)")
-    start = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
+
+def _build(parsed: _ParsedNetwork, config, onnx_path: Path) -> bytes:
+    """The serialized engine."""
+    serialized = parsed.builder.build_serialized_network(parsed.network, config)
     if serialized is None:
         raise UserError(f"--onnx {onnx_path}: TensorRT could not build an engine (messages above); try a larger "
                         f"--workspace, or smaller --shapes / --max-batch")
     data = bytes(serialized)
     del serialized
-    seconds = time.perf_counter() - start
-    digest = hashlib.sha256(data).hexdigest()
-    sidecar = make_sidecar(plan, digest, facts, base, max_batch, profiles, trt.__version__, gpu, workspace_gib)
+    return data
 
+
+def _write(plan: Path, data: bytes, sidecar: dict, config, cache_path: Path | None) -> None:
+    """The plan, its sidecar and the timing cache, each through a temporary file renamed when complete."""
     import json
 
     written = []
@@ -423,9 +469,6 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path | None = None, sha
     finally:
         for path in written:
             path.unlink(missing_ok=True)
-    say(f"[5/5] wrote {plan} ({len(data) / 1024**2:.1f} MiB, built in {seconds:.0f} s) and {sidecar_path(plan).name}"
-        + (f"; timing cache {cache_path}" if cache_path is not None else ""))
-    return plan
 
 
 # ----------------------------------------------------------------------------------------------
