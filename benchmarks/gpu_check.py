@@ -212,7 +212,7 @@ def stage_times(backend, images, repeat: int) -> dict[str, dict[str, float]]:
                 feed = estimator.feed([estimator.prepare(image)])
                 marks = [cuda.event() for _ in range(4)]
                 marks[0].record(io.stream)
-                outputs = backend.run_device(feed)
+                outputs = backend.run(feed, on_device=True)
                 marks[1].record(io.stream)
                 job = launch(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0],
                              decode.detection_threshold, decode.tag_threshold)

@@ -151,7 +151,7 @@ class PoseEstimator:
 
     def _device_people(self, batch: list[Prepared], times: StageTimes) -> list[tuple[np.ndarray, np.ndarray]]:
         """Graph, grouping and refine on the GPU for one batch; each stage timed on its own."""
-        outputs = self.backend.run_device(self.feed(batch))
+        outputs = self.backend.run(self.feed(batch), on_device=True)
         times.upload += self.backend.device_io.times.upload
         times.graph += self.backend.device_io.times.graph
         decode = self.metadata.decode

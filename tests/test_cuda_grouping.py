@@ -373,9 +373,9 @@ def suite_api() -> dict:
 
 class _MapsBackend:
     """A stand-in GPU backend for the pipeline's device path: it returns small tie-heavy maps (one
-    set per image of the batch, whatever the feed) from ``run`` on the host and, through
-    ``DeviceIO`` buffers, from ``run_device`` — so the two PoseEstimator paths must give the same
-    people. Only the glue is under test here; the backends' own device runs need a GPU."""
+    set per image of the batch, whatever the feed) from ``run(feed)`` on the host and, through
+    ``DeviceIO`` buffers, from ``run(feed, on_device=True)`` — so the two PoseEstimator paths must
+    give the same people. Only the glue is under test here; the backends' own device runs need a GPU."""
 
     name = "maps"
     max_batch = None
@@ -397,11 +397,10 @@ class _MapsBackend:
         return {"candidates": np.stack([adjusted_candidates(h, t) for h, t in made]),
                 "heatmap": np.stack([h for h, _ in made]), "tags": np.stack([t for _, t in made])}
 
-    def run(self, feed):
-        return self._maps(len(next(iter(feed.values()))))
-
-    def run_device(self, feed):
-        host = self.run(feed)
+    def run(self, feed, on_device=False):
+        host = self._maps(len(next(iter(feed.values()))))
+        if not on_device:
+            return host
         slot = self.device_io.slot({name: (a.shape, "uint8") for name, a in feed.items()},
                                    {name: (a.shape, "float32") for name, a in host.items()})
         def graph():  # stands in for the engine: writes the outputs on the DeviceIO stream

@@ -6,7 +6,7 @@ Two kinds of tests, kept apart on purpose:
   error without TensorRT, ``open_backend`` on a ``.plan`` without TensorRT or without its sidecar,
   and the pure functions (``--shapes`` parsing and validation, default and multi-scale profiles,
   the sidecar's contents and the compatibility check against a TensorRT version and GPU given by
-  hand). None of them runs, imitates or stands in for TensorRT; they say nothing about whether
+  hand, the backends' I/O check on specs given by hand). None of them runs, imitates or stands in for TensorRT; they say nothing about whether
   TensorRT accepts the graph.
 * TensorRT tests (marker ``gpu`` and ``tensorrt`` importable, skipped with the reason otherwise):
   export a W32 ONNX file with synthetic weights, build an FP32 engine, and check it against ONNX
@@ -322,6 +322,42 @@ def test_network_flags_arithmetic():
     assert builder.network_flags(fake(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)) == 0b10
     assert builder.network_flags(fake(STRONGLY_TYPED=0, PREFER_AOT_PYTHON_PLUGINS=1)) == 0b01
     assert builder.network_flags(fake(PREFER_AOT_PYTHON_PLUGINS=1)) == 0
+
+
+def test_check_io_compares_names_dtypes_ranks_and_fixed_dimensions():
+    """``Backend._check_io``, the one I/O check of the ONNX and TensorRT backends, on specs written by
+    hand: the specs the metadata promises pass; another order fails only where order counts (ONNX);
+    another dtype, rank or fixed dimension fails with the tensor named; a dynamic dimension matches
+    any size. Mutations tried: dropping the fixed-dimension comparison (the 18-joint case passes) and
+    comparing sorted names for ordered files (the reordered case passes): both fail this test."""
+    from dataclasses import replace as changed
+
+    from runtime.backends.base import Backend, io_specs
+
+    class Loaded(Backend):
+        path = Path("/models/w32.onnx")
+        inputs, outputs = io_specs(W32)
+
+    backend = Loaded()
+    names = "{kind} {found} do not match ({expected})"
+
+    def check(outputs, ordered=True):
+        backend._check_io({"inputs": list(backend.inputs), "outputs": outputs}, names, "FIX", ordered)
+
+    candidates, heatmap, tags = backend.outputs
+    check([candidates, heatmap, tags])
+    check([candidates, changed(heatmap, shape=(None, None, None, None)), tags])  # dynamic: any size
+    check([tags, candidates, heatmap], ordered=False)
+    with pytest.raises(UserError) as error:
+        check([tags, candidates, heatmap])
+    assert str(error.value) == ("/models/w32.onnx: outputs ['tags', 'candidates', 'heatmap'] do not match "
+                                "(['candidates', 'heatmap', 'tags']); FIX")
+    for wrong in (changed(heatmap, dtype="float16"), changed(heatmap, shape=(None, 17, None)),
+                  changed(heatmap, shape=(None, 18, None, None))):
+        with pytest.raises(UserError) as error:
+            check([candidates, wrong, tags], ordered=False)
+        assert str(error.value) == (f"/models/w32.onnx: output 'heatmap' is {wrong.dtype} {list(wrong.shape)}, "
+                                    f"expected float32 [None, 17, None, None] (None = any size); FIX")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The backend interface (after Polygraphy's runners): open, check inputs, run, close."""
+"""The backend interface (after Polygraphy's runners): load (open and check I/O), check inputs, run, close."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,13 +21,16 @@ class TensorSpec:
 class Backend:
     """A loaded model: ``run({input name: uint8 [N, H, W, 3]}) -> {output name: array}``.
 
-    Subclasses set ``metadata``, ``inputs`` and ``outputs`` and implement ``_run``; ``run`` checks the
-    feed against the model's own specs first. Use as a context manager to free resources.
+    Loading and running are separate steps (as in Polygraphy's runners). A subclass's constructor
+    loads: it opens the model, sets ``metadata``, ``inputs`` and ``outputs`` and checks the file's own
+    I/O against them with ``_check_io``. Running is ``run``: it checks the feed against the specs and
+    calls the subclass's ``_run`` (outputs on the host) or ``_run_device``. ``close`` (or leaving the
+    ``with`` block) frees what loading took.
 
     Backends that run on a GPU also set ``device_io`` (``runtime.backends.device.DeviceIO``) and
-    implement ``_run_device``: ``run_device`` returns the outputs as device arrays that stay where the
-    engine wrote them (valid until the next run with the same input shapes), for the CUDA grouping to
-    read in place. ``run`` on such a backend copies them to the host.
+    implement ``_run_device``: ``run(feed, on_device=True)`` returns the outputs as device arrays that
+    stay where the engine wrote them (valid until the next run with the same input shapes), for the
+    CUDA grouping to read in place; ``run(feed)`` on such a backend copies them to the host.
     """
 
     metadata: ModelMetadata
@@ -71,25 +74,45 @@ class Backend:
                 raise UserError(f"{self.name}: every scale's input must have the same batch size")
             batch = array.shape[0]
 
-    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, feed: dict[str, np.ndarray], on_device: bool = False) -> dict[str, object]:
+        """The outputs of one checked feed: NumPy arrays, or with ``on_device`` the device arrays the
+        engine wrote (only for backends with a ``device_io``)."""
+        if on_device and self.device_io is None:
+            raise UserError(f"{self.name}: this backend keeps its outputs on the host; use run(feed) without on_device")
         self.check_feed(feed)
-        if self.device_io is not None:
-            self._run_device(feed)
-            return self.device_io.download(self.device_slot(feed))
-        return self._run(feed)
+        if self.device_io is None:
+            return self._run(feed)
+        outputs = self._run_device(feed)
+        return outputs if on_device else self.device_io.download(self.device_slot(feed))
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def run_device(self, feed: dict[str, np.ndarray]) -> dict[str, object]:
-        """Outputs left on the GPU (numba device arrays); only for backends with a ``device_io``."""
-        if self.device_io is None:
-            raise UserError(f"{self.name}: this backend keeps its outputs on the host; use run()")
-        self.check_feed(feed)
-        return self._run_device(feed)
-
     def _run_device(self, feed: dict[str, np.ndarray]) -> dict[str, object]:
         raise NotImplementedError
+
+    def _check_io(self, found: dict[str, list[TensorSpec]], names_differ: str, fix: str,
+                  ordered: bool = True) -> None:
+        """The model file's own inputs and outputs (``found["inputs"]``, ``found["outputs"]``) must be the
+        ones ``self.inputs`` / ``self.outputs`` promise: the same names (in the same order when
+        ``ordered``), and for each the dtype, the rank and every dimension both sides fix.
+
+        A mismatch is a one-line UserError naming ``self.path`` and ending with ``fix``; for differing
+        names its text is ``names_differ`` with ``{kind}``, ``{found}`` and ``{expected}`` filled in.
+        """
+        for kind, expected in (("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [spec.name for spec in found[kind]]
+            wanted = [spec.name for spec in expected]
+            if (names != wanted) if ordered else (sorted(names) != sorted(wanted)):
+                text = names_differ.format(kind=kind, found=names if ordered else sorted(names), expected=wanted)
+                raise UserError(f"{self.path}: {text}; {fix}")
+            actual = {spec.name: spec for spec in found[kind]}
+            for want in expected:
+                got = actual[want.name]
+                fixed_mismatch = any(w is not None and g is not None and g != w for g, w in zip(got.shape, want.shape))
+                if got.dtype != want.dtype or len(got.shape) != len(want.shape) or fixed_mismatch:
+                    raise UserError(f"{self.path}: {kind[:-1]} {got.name!r} is {got.dtype} {list(got.shape)}, "
+                                    f"expected {want.dtype} {list(want.shape)} (None = any size); {fix}")
 
     def device_slot(self, feed: dict[str, np.ndarray]):
         """The fixed device buffers of this feed's shapes (``device_io.slot``), typed by the backend's specs."""

@@ -3,7 +3,7 @@
 A plan file holds kernels for one TensorRT version and one GPU model and nothing about the model it
 computes, so every plan has a JSON sidecar beside it (``w32.plan`` → ``w32.plan.json``, written by
 ``export.trt``) that says what the engine is (``ModelMetadata`` props, input multiple, profile) and
-what it was built with (TensorRT version, GPU name and compute capability, plan sha256, source ONNX).
+what built it (TensorRT version, GPU name and compute capability, plan sha256, source ONNX).
 The sidecar is read first: a missing or damaged sidecar, a plan it does not describe, or an engine
 from another TensorRT version or another GPU each give one line naming the plan and the rebuild
 command, before TensorRT is asked to deserialize anything.
@@ -11,9 +11,9 @@ command, before TensorRT is asked to deserialize anything.
 Running: device memory comes from ``runtime.backends.device.DeviceIO`` (numba-cuda, no torch, no
 pycuda). Every distinct set of input shapes gets one slot of fixed input and output buffers; the
 execution context is given the slot's input shapes and tensor addresses when the slot changes, and
-``execute_async_v3`` runs on the DeviceIO stream. ``run_device`` leaves the outputs in the slot's
-buffers for the CUDA grouping (``runtime.cuda_grouping``) to read in place; ``run`` copies them to the
-host. A feed outside the engine's optimization profile is a UserError that names the profile and the
+``execute_async_v3`` runs on the DeviceIO stream. ``run(feed, on_device=True)`` leaves the outputs in
+the slot's buffers for the CUDA grouping (``runtime.cuda_grouping``) to read in place; ``run(feed)``
+copies them to the host. A feed outside the engine's optimization profile is a UserError that names the profile and the
 ``--shapes`` / ``--max-batch`` rebuild.
 
 TensorRT API used here (identical in TensorRT 10.x and 11.x): ``Logger``, ``Runtime``,
@@ -146,11 +146,11 @@ def sidecar_metadata(sidecar: dict, plan: Path) -> ModelMetadata:
 
 
 def check_compatible(sidecar: dict, plan: Path, tensorrt_version: str, gpu: GpuFacts) -> None:
-    """Raise a one-line UserError when the engine was built for another TensorRT version or GPU.
+    """Raise a one-line UserError when the engine belongs to another TensorRT version or GPU.
 
     A pure comparison of the sidecar with the running TensorRT version and GPU: TensorRT engines run
     only on the TensorRT version that built them (unless built version-compatible, which export.trt
-    does not do) and only on the GPU model they were tuned for, so name and compute capability must
+    does not do) and only on the GPU model they are tuned for, so name and compute capability must
     both match.
     """
     built = str(sidecar.get("tensorrt_version"))
@@ -217,6 +217,13 @@ class TrtBackend(Backend):
         self.metadata = sidecar_metadata(self.sidecar, self.path)
         self.inputs, self.outputs = io_specs(self.metadata)
         self.stride = int(self.sidecar["input_multiple"])
+        self._load()
+
+    # --------------------------------------------------------------------------------------------
+    # Loading
+
+    def _load(self) -> None:
+        """Check the plan against the sidecar and this machine, deserialize it, check its I/O, make a context."""
         trt = import_tensorrt()
         from runtime.backends.device import DeviceIO
 
@@ -234,7 +241,7 @@ class TrtBackend(Backend):
             if self.engine is None:
                 raise UserError(f"{self.path}: TensorRT {trt.__version__} could not deserialize this engine (see its "
                                 f"message above); {rebuild_hint(self.sidecar, self.path)}")
-            self._check_io(trt)
+            self._check_engine_io(trt)
             self.profiles = self._read_profiles()
             self.max_batch = min(ranges[2][0] for ranges in self.profiles.values())
             self.context = self.engine.create_execution_context()
@@ -246,11 +253,8 @@ class TrtBackend(Backend):
             self.close()
             raise
 
-    # --------------------------------------------------------------------------------------------
-    # Opening
-
-    def _check_io(self, trt) -> None:
-        """The engine's named I/O tensors must be the ones the metadata promises (names, modes, dtypes, ranks)."""
+    def _check_engine_io(self, trt) -> None:
+        """The engine's named I/O tensors (looked up by name) must be the ones the metadata promises."""
         engine = self.engine
         found: dict[str, list[TensorSpec]] = {"inputs": [], "outputs": []}
         for index in range(engine.num_io_tensors):
@@ -262,18 +266,8 @@ class TrtBackend(Backend):
                 dtype = str(engine.get_tensor_dtype(name))
             shape = tuple(None if int(d) < 0 else int(d) for d in engine.get_tensor_shape(name))
             found[kind].append(TensorSpec(name, dtype, shape))
-        for kind, expected in (("inputs", self.inputs), ("outputs", self.outputs)):
-            actual = {spec.name: spec for spec in found[kind]}
-            if sorted(actual) != sorted(spec.name for spec in expected):
-                raise UserError(f"{self.path}: engine {kind} {sorted(actual)} do not match its sidecar's model "
-                                f"({[s.name for s in expected]}); {rebuild_hint(self.sidecar, self.path)}")
-            for want in expected:
-                got = actual[want.name]
-                fixed_mismatch = any(w is not None and g is not None and g != w for g, w in zip(got.shape, want.shape))
-                if got.dtype != want.dtype or len(got.shape) != len(want.shape) or fixed_mismatch:
-                    raise UserError(f"{self.path}: {kind[:-1]} {got.name!r} is {got.dtype} {list(got.shape)}, expected "
-                                    f"{want.dtype} {list(want.shape)} (None = any size); "
-                                    f"{rebuild_hint(self.sidecar, self.path)}")
+        self._check_io(found, "engine {kind} {found} do not match its sidecar's model ({expected})",
+                       rebuild_hint(self.sidecar, self.path), ordered=False)
 
     def _read_profiles(self) -> dict[str, tuple[tuple[int, ...], ...]]:
         """Profile 0's (min, opt, max) of every input, as the engine itself reports them."""
