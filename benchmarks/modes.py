@@ -81,7 +81,7 @@ def model_file(args: argparse.Namespace, weights: str, size: int, flip: bool, pr
 
 
 def given_int8(files: list[Path], size: int, flip: bool) -> Path | None:
-    """The --int8 file whose metadata holds this input size and flip setting, if one was given."""
+    """The --int8 file whose metadata holds this input size and flip setting, if one is given."""
     from runtime.backends import open_backend
 
     for path in files:

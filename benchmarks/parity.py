@@ -26,8 +26,8 @@ the file's sha256), scales, precision, backend name and device, for exported bac
 sha256 (and the calibration image count for INT8); in --rendered mode the input size, and for the ONNX
 rows the decode-only file's sha256 (one key for all three, see below). A run skips the images already
 in its cache, so an interrupted run continues where it stopped, and a change of settings gives new
-keys only to the backends it affects. `seconds` is the time of that image when
-it was computed (read + warp + graph + grouping; one untimed warm-up image per backend and process).
+keys only to the backends it affects. `seconds` is the time computing that image took (read +
+warp + graph + grouping; one untimed warm-up image per backend and process).
 
 --rendered feeds network outputs rendered from the ground truth (benchmarks/coco.py rendered_outputs)
 to each backend's own decode instead of running the network; on the full mini set every backend's

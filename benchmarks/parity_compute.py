@@ -1,8 +1,8 @@
 """Computing a parity run's people: each running backend over the images its cache lacks.
 
-``seconds`` of an image is the time of that image when it was computed (read + warp + graph +
-grouping, or render + decode + grouping with --rendered), after one untimed warm-up image per backend
-and process (numba compilation, allocators).
+``seconds`` of an image is the time computing it takes (read + warp + graph + grouping, or render +
+decode + grouping with --rendered), after one untimed warm-up image per backend and process (numba
+compilation, allocators).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 W32 with synthetic:0 weights (unless --checkpoint) is exported in FP32 and FP16 and quantized to INT8
 (``python -m calib`` with its defaults: percentile, 32 calibration images). The evaluation images
-are mini COCO images that were not used for calibration. Per image, against the FP32 file:
+are mini COCO images outside the calibration set. Per image, against the FP32 file:
 
 * SQNR of the heatmap and the tags (dB; mean over images, worst image in brackets);
 * candidate agreement: above-threshold candidate pixels both files have / pixels either has;
@@ -140,7 +140,7 @@ def mean_oks(reference: np.ndarray, other: np.ndarray, pairs: list[tuple[int, in
 
 
 def moved_joints(reference: np.ndarray, other: np.ndarray, pairs: list[tuple[int, int, float]]) -> tuple[int, int]:
-    """Joints of matched people that moved by more than POSITION_TOL, and how many joints were compared."""
+    """Joints of matched people that moved by more than POSITION_TOL, and how many joints are compared."""
     moved = sum(int((np.abs(reference[i, :, :2] - other[j, :, :2]).max(axis=1) > POSITION_TOL).sum())
                 for i, j, _ in pairs)
     return moved, 17 * len(pairs)

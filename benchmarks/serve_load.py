@@ -9,7 +9,7 @@ the server's own batch-size histogram (Triton's statistics: executions per batch
 dynamic batching bought.
 
 * failed: the server answered with an error; lost: no answer (timeout, connection dropped);
-* duplicated: the server executed more inferences than were sent (its own inference count);
+* duplicated: the server executed more inferences than the clients sent (its own inference count);
 * mixed up: an answer that is not the people of the image sent (compared with that client's answer
   to the same image before the timed run).
 

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 if (index + 1) % 25 == 0 or index + 1 == args.images:
                     print(f"{index + 1}/{args.images} images, RSS {samples[-1]:.0f} MB "
                           f"({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
-        except KeyboardInterrupt as stop:  # report what was measured: finished work is not thrown away
+        except KeyboardInterrupt as stop:  # report the measurements so far: finished work is not thrown away
             stopped = stop
             if len(samples) < args.warmup + 2:
                 raise Interrupted(getattr(stop, "signum", signal.SIGINT),

@@ -29,15 +29,15 @@ Exporter and opset
 ------------------
 The TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), opset 17.
 
-* The TorchScript exporter still ships with torch 2.13 (deprecated, with a warning that we silence)
+* The TorchScript exporter ships with torch 2.13 (deprecated, with a warning that we silence)
   and traces the DecodeGraph in a few seconds into a graph of plain ONNX ops: BatchNorm folded into
   the convolutions (only the BN after the ConvTranspose stays a BatchNormalization node), dynamic
   H/W carried by Shape/Gather arithmetic, nothing outside the default domain. The torch.export-based
-  exporter (the default since torch 2.9) does not serve this graph on torch 2.13 / onnxscript
-  0.7.2: with H, W declared as ``64 * Dim`` it raises the opset to 18 (down-conversion to 17 "may
-  not be successful", its own warning) and cannot translate ``torch.remainder(index, width)`` with
-  a symbolic width (``aten_remainder_scalar``). torch is pinned (``torch==2.13.0`` in the ``export`` extra), so the TorchScript exporter cannot
-  disappear under us; if a later torch drops it, the export stops with a clear message.
+  exporter (torch's default) does not serve this graph on torch 2.13 / onnxscript 0.7.2: with H, W
+  declared as ``64 * Dim`` it raises the opset to 18 (down-conversion to 17 "may not be successful",
+  its own warning) and cannot translate ``torch.remainder(index, width)`` with a symbolic width
+  (``aten_remainder_scalar``). torch is pinned (``torch==2.13.0`` in the ``export`` extra), so the
+  TorchScript exporter stays available; a torch without it stops the export with a clear message.
 * Opset 17 sits inside what every target parses: TensorRT 10.0 parses opsets 9–20 and later 10.x
   releases up to 24 (onnx-tensorrt ``docs/operators.md`` of each release), TensorRT 8.5 up to 17,
   ONNX Runtime all of them.
@@ -182,7 +182,7 @@ def fold_batchnorm(network):
     """A copy of ``network`` with every BatchNorm folded into the convolution that feeds it (in FP32).
 
     The pairs are read from the network's own data flow (``torch.fx``): a BatchNorm whose input is a
-    Conv2d/ConvTranspose2d output read by nothing else. Module names stay as they were (the folded
+    Conv2d/ConvTranspose2d output read by nothing else. Module names are kept (the folded
     BatchNorm becomes an Identity), so the exported nodes keep their scope names.
     """
     import copy

@@ -9,7 +9,7 @@ Writes, for the NGC tritonserver container (everything the models need is read f
   NAME_people/  Python backend: grouping + refine (runtime.grouping, copied beside model.py) on the
                 graph's outputs; persons [P, 17, 5], scores [P], count, P ≤ 17 × top_k
   NAME/         platform ensemble: network input in, people out
-  README.md     the docker run line and the versions the repository was made for
+  README.md     the docker run line and the versions the repository is made for
 
 With --grouping-on client only the graph model is written, as NAME, and the client groups
 (python -m runtime.run --engine triton://HOST:PORT/NAME does either).
@@ -33,7 +33,7 @@ from runtime.errors import UserError
 from runtime.metadata import NUM_JOINTS, ModelMetadata
 from runtime.serving import GRAPH_OUTPUTS, METADATA_KEY, PEOPLE_OUTPUTS, max_people, metadata_json
 
-# The Triton release the Python-backend models were run with here (PyTriton 0.7.0 bundles its server).
+# The Triton release the Python-backend models are tested with here (PyTriton 0.7.0 bundles its server).
 TESTED_TRITON = "2.51.0"
 DEFAULT_RELEASE = "24.10"  # the NGC container of Triton 2.51.0
 MODELS_DIR = Path(__file__).with_name("triton_models")
@@ -198,7 +198,7 @@ def check_options(source: Source, options: Options) -> int:
 
 
 def readme(source: Source, options: Options, max_batch: int, names: list[str]) -> str:
-    """The repository's README: layout, the docker run line, the versions it was made for."""
+    """The repository's README: layout, the docker run line, the versions it is made for."""
     needs = ["numba>=0.59"] if options.grouping_on == "server" else []
     if options.graph_backend == "python":
         needs.append("onnxruntime>=1.18")

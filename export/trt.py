@@ -224,9 +224,9 @@ def network_flags(trt) -> int:
     """Creation flags of a strongly typed network on TensorRT 10 and 11 alike.
 
     10.x: ``STRONGLY_TYPED`` must be set (bit 1; bit 0 is the deprecated EXPLICIT_BATCH). 11.x: the
-    network is always strongly typed, EXPLICIT_BATCH is gone and ``STRONGLY_TYPED`` (now bit 0) is
-    deprecated and ignored. Setting it whenever the enum has it is right on both, and 0 is right if
-    a later TensorRT drops it.
+    network is always strongly typed, the enum has no EXPLICIT_BATCH, and ``STRONGLY_TYPED`` (bit 0
+    there) is deprecated and ignored. Setting it whenever the enum has it is right on both, and 0 is
+    right if a later TensorRT drops it.
     """
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     return 0 if flag is None else 1 << int(flag)

@@ -5,8 +5,8 @@ benchmark scripts). Whatever the user did wrong ends as one line on stderr, neve
 
   exit 0    success
   exit 2    a usage error, bad input, a model file that cannot be used, an output that cannot be written
-  exit 3    runtime.run finished, but some images were skipped (one line each on stderr)
-  exit 130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM; what was finished is kept (the line says where)
+  exit 3    runtime.run finished, but skipped some images (one line each on stderr)
+  exit 130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM; finished work is kept (the line says where)
 """
 from __future__ import annotations
 

@@ -261,7 +261,7 @@ def _search_kernel(heatmap, tags, prev, who, n_who, best_key):
     block_key = cuda.shared.array(_PERSON_CHUNK, np.int64)
     for c0 in range(0, n, _PERSON_CHUNK):
         chunk = min(_PERSON_CHUNK, n - c0)
-        cuda.syncthreads()  # the previous chunk's keys are no longer read
+        cuda.syncthreads()  # every thread is done with the previous chunk's keys
         for c in range(t, chunk, n_threads):
             block_key[c] = _KEY_NONE
         cuda.syncthreads()

@@ -123,7 +123,7 @@ VIDEO_FOURCC = "mp4v"  # MPEG-4 Part 2: written by every opencv-python(-headless
 class VideoSink:
     """An annotated video written frame by frame to a temporary file beside ``target`` (MP4, ``mp4v``),
     renamed onto it by ``close(keep=True)``: an interrupted run keeps the frames it finished, a failed
-    one leaves ``target`` as it was."""
+    one leaves ``target`` untouched."""
 
     def __init__(self, target: str | Path, fps: float) -> None:
         self.target, self.fps = Path(target), fps if fps and fps > 0 else 25.0

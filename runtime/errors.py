@@ -18,7 +18,7 @@ class ModelFault(UserError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; ``message`` says what was kept."""
+    """SIGINT or SIGTERM arrived; ``message`` says what is kept."""
 
     def __init__(self, signum: int = signal.SIGINT, message: str = "") -> None:
         super().__init__(message)

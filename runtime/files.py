@@ -4,7 +4,7 @@ Every file the toolkit writes (results, pictures, models, engines, sidecars, cac
 through ``write_temporary``/``publish`` (or ``write_atomic``, both at once): the bytes go to a new
 temporary file beside the target, are flushed to the disk, and only a complete file is renamed onto
 the target. When the disk is full, the folder read-only or the file too large, the temporary file
-and any folder made for it are removed, an existing target is left as it was, and the failure is a
+and any folder made for it are removed, an existing target is left untouched, and the failure is a
 ``UserError`` naming the file and what the error number means. ``check_output_file`` and
 ``check_output_dir`` try the same before any long work.
 """
@@ -135,7 +135,7 @@ def temporary_beside(target: str | Path, suffix: str) -> Path:
 
 def write_with(target: str | Path, writer: Callable[[Path], None]) -> None:
     """Atomically write ``target`` with a library's own file writer: ``writer(path)`` fills a temporary
-    file beside ``target``, which is then published; a failure leaves ``target`` as it was."""
+    file beside ``target``, which is then published; a failure leaves ``target`` untouched."""
     target = Path(target)
     fd, temporary, created = _temporary_beside(target)
     os.close(fd)
@@ -157,7 +157,7 @@ def write_with(target: str | Path, writer: Callable[[Path], None]) -> None:
 def publish(temporary: str | Path, target: str | Path) -> None:
     """Give a checked temporary file (``mkstemp`` makes it 0600) the permissions a plain new file
     would get under the current umask, then rename it onto ``target``. On failure the temporary file
-    is removed, ``target`` is left as it was, and a UserError names it."""
+    is removed, ``target`` is left untouched, and a UserError names it."""
     mask = os.umask(0)
     os.umask(mask)
     try:
@@ -190,7 +190,7 @@ def _existing_folder(path: Path, shown: str) -> Path:
 
 def _probe(folder: Path, shown: str, need_bytes: int) -> None:
     """Write one byte to a temporary file in ``folder`` (and remove it), so a read-only, full or
-    forbidden location fails now with one line; then compare the free space with ``need_bytes``."""
+    forbidden location fails at once with one line; then compare the free space with ``need_bytes``."""
     try:
         fd, name = tempfile.mkstemp(prefix=".hrnet-deploy-probe.", suffix=".tmp", dir=folder)
     except OSError as exc:
@@ -212,7 +212,7 @@ def _probe(folder: Path, shown: str, need_bytes: int) -> None:
 
 
 def check_output_file(path: str | Path, flag: str = "", need_bytes: int = 0) -> None:
-    """Fail now, before any long work, when ``path`` cannot be written as a file (it is a folder, a file
+    """Fail at once, before any long work, when ``path`` cannot be written as a file (it is a folder, a file
     stands where a folder must be, the location is read-only, full, forbidden, or has less than
     ``need_bytes`` free). Nothing is left behind: no folder is made, the probe file is removed."""
     path = Path(path)

@@ -691,7 +691,7 @@ def _may_win(bound, first_at, best, best_at):
 
 def _wins(score, at, best, best_at):
     """True when ``(score, pixel at)`` replaces the best pair: a higher score, or an equal one at
-    an earlier pixel (SPEC §8's first row-major maximum)."""
+    a pixel before ``best_at`` in row-major order (SPEC §8's first row-major maximum)."""
     return score > best or (score == best and at < best_at)
 
 
@@ -970,7 +970,7 @@ def group(candidates: np.ndarray, detection_threshold: float = 0.1,
     ``candidates``: float32 ``[17, K, 5]``, per COCO joint the top-K peaks as
     ``(x, y, val, tag0, tag1)``; x, y are copied to the persons unchanged.  A candidate is used
     when ``val > detection_threshold``.  Returns float32 ``[P, 17, 5]`` (zeros for missing
-    joints) in the order persons were created; P <= 17 * K.
+    joints) in the order persons are created; P <= 17 * K.
     """
     return _group_with(cores(), candidates, detection_threshold, tag_threshold)
 

@@ -1,7 +1,7 @@
 """What a model file knows about itself: architecture, input size and decode parameters.
 
 Every backend carries a ``ModelMetadata`` (ONNX ``metadata_props``, a JSON sidecar beside a TensorRT
-plan, or the arguments a torch model was built with), so the pipeline never asks the user for what the
+plan, or the arguments a torch model is built from), so the pipeline never asks the user for what the
 file already says. Torch-free on purpose: edge deployments read it too.
 """
 from __future__ import annotations
@@ -112,7 +112,7 @@ class FileFacts:
 
 
 def read_props(props: dict[str, str], where: str, fix: str = "re-export it with python -m export.onnx") -> FileFacts:
-    """Parse a file's ``metadata_props`` however they were read (onnx, ONNX Runtime, a sidecar).
+    """Parse a file's ``metadata_props`` however they are read (onnx, ONNX Runtime, a sidecar).
 
     The one reader every consumer shares, so a file is accepted or refused the same way everywhere.
     A map without hrnet_deploy keys, or with damaged ones, is a ``UserError`` that starts with

@@ -13,7 +13,7 @@ Examples:
 
 A bad image (missing, empty, corrupt, too small or too large) is reported on stderr, one line each, and
 skipped; the others are processed and written. Exit codes: 0 every image done; 3 done, but some images
-were skipped; 2 nothing could be done (bad flag, model or output; every image bad; --strict at the
+are skipped; 2 nothing could be done (bad flag, model or output; every image bad; --strict at the
 first bad image); 130 / 143 interrupted by SIGINT / SIGTERM (the results finished so far are written).
 Pictures are named after the input (a.jpg -> DIR/a.jpg) and go to a folder that holds no input.
 """
@@ -129,7 +129,7 @@ def open_estimator(args: argparse.Namespace):
 
 def check_engine_flags(args: argparse.Namespace, meta) -> None:
     """With --engine, a PyTorch flag may only repeat what the file holds: one that asks for something
-    else is an error saying what the file holds and how to export what was asked."""
+    else is an error saying what the file holds and how to export what is asked."""
     held = {"--arch": meta.arch, "--input-size": meta.input_size, "--scales": meta.decode.scales,
             "--checkpoint": meta.checkpoint}
     asked = {"--arch": args.arch, "--input-size": args.input_size,
@@ -384,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
     if not progress.done:
         if progress.video:
             progress.video.close(keep=False)
-        return EXIT_USER_ERROR  # every image was bad: each has its line, nothing is written
+        return EXIT_USER_ERROR  # every image is bad: each has its line, nothing is written
     print(keep_finished(args, progress, start, "wrote"))
     device_io = getattr(opened[0].backend, "device_io", None) if opened else None
     note = device_io.eviction_note(progress.done) if device_io is not None else None

@@ -173,7 +173,8 @@ def test_interrupted_run_resumes_to_the_same_report(tmp_path, monkeypatch, capsy
 
     with monkeypatch.context() as patch:
         patch.setattr(parity_compute, "store_result", store_then_interrupt)
-        code = parity.main(["--rendered", "--no-progress", "--out", str(resumed), "--limit", "3", "--backends", "torch"])
+        code = parity.main(["--rendered", "--no-progress", "--out", str(resumed), "--limit", "3",
+                            "--backends", "torch"])
     assert code == 130 and "a rerun of the same command resumes" in capsys.readouterr().err
     assert not (resumed / "parity.json").exists()
     key = whole["backends"][0]["key"]
@@ -202,12 +203,14 @@ def test_settings_change_invalidates_only_what_it_affects(tmp_path, capsys):
 
 
 def test_backend_keys_depend_only_on_their_own_settings():
+    from benchmarks.parity_identity import backend_identity, identity_key
+
     base = {"format": parity_identity.CACHE_FORMAT, "mode": "network", "arch": "w32", "input_size": 512,
             "checkpoint": "synthetic:0", "scales": [1.0]}
     shas = {"onnx": "a" * 64, "onnx-fp16": "b" * 64, "onnx-int8": "c" * 64}
 
     def keys(settings=base, shas=shas, calib=8):
-        return {name: parity_identity.identity_key(parity_identity.backend_identity(name, settings, shas.get(name), calib))
+        return {name: identity_key(backend_identity(name, settings, shas.get(name), calib))
                 for name in ("torch", "onnx", "onnx-fp16", "onnx-int8")}
 
     reference = keys()

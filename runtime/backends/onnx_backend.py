@@ -145,9 +145,9 @@ class OnnxBackend(Backend):
             return [TensorSpec(v.name, _ORT_TYPES.get(v.type, v.type),
                                tuple(d if isinstance(d, int) else None for d in v.shape)) for v in values]
 
-        self._check_io({"inputs": described(self.session.get_inputs()), "outputs": described(self.session.get_outputs())},
-                       "{kind} {found} do not match its metadata ({expected}): not an hrnet-deploy export, or a "
-                       "damaged one", REEXPORT)
+        found = {"inputs": described(self.session.get_inputs()), "outputs": described(self.session.get_outputs())}
+        self._check_io(found, "{kind} {found} do not match its metadata ({expected}): not an hrnet-deploy "
+                              "export, or a damaged one", REEXPORT)
 
     # --------------------------------------------------------------------------------------------
     # Running

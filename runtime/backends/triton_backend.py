@@ -120,7 +120,7 @@ class TritonBackend(Backend):
 
         An error the server answers for this request (a refused input) is a ``UserError``: that image is
         skipped. A server that is gone, stalls or breaks the connection is a ``ModelFault``: no later
-        image can succeed, so the run stops (keeping what was finished)."""
+        image can succeed, so the run stops (keeping the images finished)."""
         from tritonclient.utils import InferenceServerException
 
         try:
