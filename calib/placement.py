@@ -139,12 +139,3 @@ def release_inputs(model, inputs: list[tuple[str, int]]) -> int:
             released += 1
     return released
 
-
-def placement_warning(precision: str, props: dict[str, str], where: str) -> str | None:
-    """One line for ``export.trt`` when a file of ``precision`` with metadata ``props`` is an INT8 file not
-    placed for TensorRT, else None."""
-    target = props.get(TARGET_KEY, DEFAULT_TARGET)
-    if precision != "int8" or target == "tensorrt":
-        return None
-    return (f"warning: {where}: its Q/DQ nodes are placed for {target} (Q/DQ around every convolution's output), "
-            f"not as TensorRT's guide recommends; recalibrate with python -m calib ... --target tensorrt")
