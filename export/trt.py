@@ -14,8 +14,9 @@ decode behind explicit casts; ``python -m calib``: INT8 Q/DQ), never by builder 
 removed ``BuilderFlag.FP16``/``INT8``). An INT8 file placed for ONNX Runtime (``calib --target
 onnxruntime``, the default) is built as given, with a one-line warning to recalibrate with ``--target
 tensorrt``. The network is created with the ``STRONGLY_TYPED`` creation flag where TensorRT has it
-(required on 10.x; on 11.x strong typing is always on and the flag is deprecated and ignored). TF32 is switched off (``BuilderFlag.TF32`` is on by default in TensorRT 10
-and 11): float32 layers stay float32, so an FP32 engine computes what ONNX Runtime computes.
+(required on 10.x; on 11.x strong typing is always on and the flag is deprecated and ignored).
+TF32 is switched off (``BuilderFlag.TF32`` is on by default in TensorRT 10 and 11): float32 layers
+stay float32, so an FP32 engine computes what ONNX Runtime computes.
 
 Shapes
 ------

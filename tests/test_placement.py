@@ -15,11 +15,15 @@ checks the CLI, its metadata and its INT8-vs-FP32 check; that file then runs thr
 ``python -m runtime.run --engine`` on the CPU and meets ``export.trt``'s placement warning.
 
 Mutations tried, each failing the tests named: ``TENSORRT.float_fusion_partner=False`` (the Add's
-conv input quantized: test_trt_add_inputs, test_trt_no_q_on_convolution_outputs);
-``TENSORRT.float_output=("ConvTranspose",)`` (Q on every Conv output: test_trt_no_q_on_convolution_outputs,
-test_trt_relu_reads_the_convolution, test_trt_qdq_only_on_inputs); ``fusion_partner`` returning the last
-matching input instead of the first (test_trt_add_inputs); ``placement_warning`` keyed on
-``target == "onnxruntime"`` only (test_export_trt_warning: a file without ``calib.target``).
+conv input quantized: test_trt_add_inputs, test_trt_no_q_on_convolution_outputs,
+test_trt_plan_calibrates_only_what_the_quantizer_reads); TENSORRT with Relu quantized behind int8
+Conv outputs (``op_types`` + Relu, ``pass_through=("Relu",)``, ``float_output=("ConvTranspose",)``:
+test_trt_no_q_on_convolution_outputs, test_trt_relu_reads_the_convolution, test_trt_qdq_only_on_inputs);
+``fusion_partner`` taking the last matching input instead of the first (test_trt_add_inputs,
+test_trt_no_q_on_convolution_outputs); ``placement_warning`` asking for ``calib.target == "onnxruntime"``
+(test_export_trt_warning: a file without the key). ``float_output=("ConvTranspose",)`` alone only
+fails the plan test: the float-region pass and ONNX Runtime's own rules drop a Q on a Conv output
+that no quantized node reads.
 """
 from __future__ import annotations
 
@@ -201,6 +205,7 @@ def test_trt_no_q_on_convolution_outputs(trt_graph, fp32_graph):
         assert trt_graph.reader_types(conv.output[0]) == ["QuantizeLinear"], conv.name
         (dq,) = trt_graph.readers[quant.output[0]]
         (add,) = trt_graph.readers[dq.output[0]]
+        assert add.op_type == "Add", f"{conv.name}: its output is quantized for a {add.op_type}"
         original = next(n for n in fp32_graph.network("Add") if n.name == add.name)
         partner = _expected_partner(original, fp32_graph)
         assert partner is not None and original.input[partner] != conv.output[0], conv.name
