@@ -309,7 +309,7 @@ def cli_tensorrt(folder, fp32_file) -> tuple[Path, str]:
 
 def test_cli_tensorrt_target(cli_tensorrt, placed):
     """The CLI's file has the tensorrt placement (same Q/DQ structure as the fixture's) and passed the
-    INT8-vs-FP32 SQNR check before it was written."""
+    INT8-vs-FP32 SQNR check before writing it."""
     path, out = cli_tensorrt
     assert "placement for tensorrt" in out and "SQNR" in out, out
     model = onnx.load(str(path))
