@@ -3,17 +3,19 @@
 Examples:
   python -m calib --onnx w32.onnx -o w32.int8.onnx                  # 32 mini-COCO images, percentile
   python -m calib --onnx w32.onnx --method entropy --calib photos/ --images 64 -o w32.int8.onnx
-  python -m calib --onnx w32.onnx --images 8 --cache-dir /tmp/calib  # small, for a quick try
+  python -m calib --onnx w32.onnx --target tensorrt -o w32.trt-int8.onnx  # Q/DQ placed for export.trt
 
 What is written
 ---------------
 The same DecodeGraph with explicit QuantizeLinear/DequantizeLinear nodes (symmetric INT8, weights per
-channel, bias float) on the inputs and outputs of the network's convolutions, Adds, ReLUs and
-upsampling Resizes, so that ONNX Runtime's CPU provider runs the convolutions and Adds as integer
-operators; the decode and the two final head layers stay float32 (see calib/quantize.py for why and
-how). Inputs and outputs do not change (uint8 in, float32 out); ``ModelMetadata.precision`` says
-``int8`` and ``calib.*`` metadata keys record the method, the images and the source file. The file
-runs in ONNX Runtime (CPU or CUDA) and is what a strongly typed TensorRT build takes.
+channel, bias float), placed for ``--target``: ``onnxruntime`` on the inputs and outputs of the
+network's convolutions, Adds, ReLUs and upsampling Resizes, so that ONNX Runtime's CPU provider runs
+the convolutions and Adds as integer operators; ``tensorrt`` on the inputs of the convolutions and
+Adds only, as NVIDIA's TensorRT guide recommends (calib/placement.py). The decode and the two final
+head layers stay float32 (see calib/quantize.py for why and how). Inputs and outputs do not change
+(uint8 in, float32 out); ``ModelMetadata.precision`` says ``int8`` and ``calib.*`` metadata keys
+record the method, the images, the source file and the target. Either file runs in ONNX Runtime (CPU
+or CUDA) and in a strongly typed TensorRT build.
 
 Calibration statistics are cached (``--cache-dir``, default ``~/.cache/hrnet-deploy/calib``, or
 ``$HRNET_DEPLOY_CACHE/calib``), keyed by the model's sha256, the method, the images, the Q/DQ
@@ -51,6 +53,7 @@ def _samples_dir() -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     from calib.dataset import DEFAULT_IMAGES, default_calib_dir
+    from calib.placement import DEFAULT_TARGET, TARGETS
     from calib.quantize import DEFAULT_METHOD, METHODS, default_cache_dir
 
     parser = argparse.ArgumentParser(
@@ -64,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                         help=f"calibration: percentile (99.999%% of |x|), entropy (KL threshold, slow) or minmax "
                              f"(default: {DEFAULT_METHOD})")
+    parser.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
+                        help=f"Q/DQ placement: onnxruntime (integer CPU kernels) or tensorrt (NVIDIA's guide, for "
+                             f"export.trt) (default: {DEFAULT_TARGET})")
     parser.add_argument("--calib", type=Path, default=default_calib_dir(), metavar="DIR",
                         help="folder of calibration images (JPEG/PNG) (default: the mini COCO val2017 set, "
                              "../shared/data/coco_val2017_mini/images)")
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from calib import quantize as q
+    from calib.placement import PLACEMENTS
     from calib.dataset import image_list_digest, list_images
     from export.onnx import set_metadata, write_model
     from export.verify import compare_precision, prepared_feed
@@ -109,13 +116,15 @@ def run(args: argparse.Namespace) -> int:
     _stage(f"[1/4] reading {args.onnx}")
     source = q.open_source(args.onnx)
     meta = source.metadata
-    steps = q.plan(source.model)
+    placement = PLACEMENTS[args.target]
+    steps = q.plan(source.model, placement=placement)
     _stage(f"      HigherHRNet-{meta.arch.upper()} input {meta.input_size}, scales {list(meta.decode.scales)}, "
-           f"weights {meta.checkpoint}; {len(steps.quantize)} network nodes to quantize "
-           f"({', '.join(q.QUANTIZED_OP_TYPES)}), {len(steps.final_layers)} final layers and the decode kept float32")
+           f"weights {meta.checkpoint}; placement for {placement.target}: {len(steps.quantize)} network nodes to "
+           f"quantize ({', '.join(placement.op_types)}), {len(steps.final_layers)} final layers and the decode "
+           f"kept float32")
 
     images_sha = image_list_digest(paths)
-    key = q.cache_key(source.sha256, args.method, images_sha, steps.activations)
+    key = q.cache_key(source.sha256, args.method, images_sha, steps.activations, placement)
     cache = q.cache_file(args.cache_dir, meta, args.method, key)
     _stage(f"[2/4] calibration: {args.method}, {len(paths)} images from {args.calib} "
            f"(each at its own input size), {len(steps.activations)} activations")
@@ -133,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     violations = q.float_region_violations(model, set(steps.quantize))
     if violations:  # keep_float_region guarantees none; a failure here is a bug, not a user error
         raise AssertionError(f"float nodes still read DequantizeLinear outputs: {violations[:3]}")
-    set_metadata(model, q.int8_props(source, args.method, len(paths), images_sha, key))
+    set_metadata(model, q.int8_props(source, args.method, len(paths), images_sha, key, placement))
     counts = ", ".join(f"{count} {name}" for name, count in q.qdq_summary(model).items())
     _stage(f"      {counts} ({time.perf_counter() - start:.1f} s)")
     temporary = write_model(model, target)

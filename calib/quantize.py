@@ -1,5 +1,12 @@
 """INT8 post-training quantization of an exported DecodeGraph: explicit Q/DQ, for TensorRT.
 
+Placement per target
+--------------------
+``calib.placement`` holds the rules of each target (``python -m calib --target``): which node types are
+quantized and which of their tensors get Q/DQ. The two sections below describe the default,
+``onnxruntime``; ``tensorrt`` quantizes the inputs of the convolutions and Adds only, as NVIDIA's
+guide asks (see that module). The float region and the per-reader quantizers are the same for both.
+
 What gets quantized
 -------------------
 Only the network (nodes named ``/network/...`` by the exporter): its Conv, ConvTranspose and Add
@@ -29,7 +36,8 @@ dequantized and convolved in float (an inputs-only file took 1.13× the FP32 gra
 integer kernel there and runs in float between its DQ and Q. TensorRT takes Q/DQ on outputs as
 well (its guide shows a convolution and an element-wise Add each fused with the Q after them). Its
 placement advice would leave no Q/DQ between a convolution and its ReLU, which ONNX Runtime needs;
-what that costs in a TensorRT engine is not measured here (no TensorRT on these machines).
+that placement is ``--target tensorrt``, and what either costs in a TensorRT engine is not measured here
+(no TensorRT on these machines).
 
 One Q→DQ pair per reading node (``DedicatedQDQPair``), all with the tensor's scale: on x86 ONNX
 Runtime converts an int8 pair to uint8 (what its integer kernels take) only where the Q feeds a
@@ -65,8 +73,8 @@ as the Q/DQ are):
 
 The statistics are cached on disk as ONNX Runtime's own calibration-cache JSON (written atomically
 by ONNX Runtime), keyed by the model file's sha256, the method and its settings, the images (names
-and bytes), the placement (which op types are quantized, which pass values through, which keep a
-float output), the measured tensors and the ONNX Runtime version: a rerun skips calibration, and a
+and bytes), the placement (``Placement.key``: the target, which op types are quantized, which pass values
+through, which keep a float output), the measured tensors and the ONNX Runtime version: a rerun skips calibration, and a
 cache written for another placement is never read.
 """
 from __future__ import annotations
@@ -79,23 +87,18 @@ import logging
 import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from calib.placement import ONNXRUNTIME, TARGET_KEY, Placement, float_inputs, release_inputs
 from runtime.errors import UserError
 from runtime.files import cache_dir, file_sha256, write_with
 from runtime.metadata import ModelMetadata, read_props
 
 METHODS = ("percentile", "entropy", "minmax")
 DEFAULT_METHOD = "percentile"
-QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "Add", "Relu", "Resize")
-# Ops that only pass values on (Relu clamps at 0, a nearest-neighbour Resize copies): quantized where the
-# tensor they read is quantized, so that the int8 chain around them is not cut.
-PASS_THROUGH = ("Relu", "Resize")
-# No integer ConvTranspose on ONNX Runtime's CPU, and a float BatchNormalization reads the head's one.
-FLOAT_OUTPUT = ("ConvTranspose",)
-# Resize's output takes the scale of its input (the values are copies): it needs no statistics.
-SHARED_SCALE = ("Resize",)
+# Every op type a placement (calib.placement) quantizes is one of these: the calibrator looks at their tensors.
+QUANTIZED_OP_TYPES = ONNXRUNTIME.op_types
 NETWORK_SCOPE = "/network/"
 # The two head output convolutions (and their copies for further scales: final_layers.0_1 ...).
 FINAL_LAYER = re.compile(r"/keypoint_head/final_layers\.\d+(_\d+)?/")
@@ -111,7 +114,6 @@ QUANTIZER_OPTIONS = {
     "QuantizeBias": False,
     "AddQDQPairToWeight": False,
     "DedicatedQDQPair": True,
-    "OpTypesToExcludeOutputQuantization": list(FLOAT_OUTPUT),
     "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
 }
 CACHE_FORMAT = 2  # bump when what the cache holds changes meaning
@@ -191,48 +193,57 @@ class Plan:
     quantize: list[str]  # node names handed to the quantizer
     final_layers: list[str]  # the head output convolutions, kept float
     activations: list[str]  # float tensors ``quantize`` reads and writes (what calibration measures)
+    placement: Placement = ONNXRUNTIME  # the target's Q/DQ rules
+    float_inputs: list[tuple[str, int]] = field(default_factory=list)  # (node, input) the placement keeps float
 
 
-def plan(model, quantize_final_layers: bool = False) -> Plan:
-    """Read the quantization plan off the exporter's node names (``/network/...`` scopes)."""
+def plan(model, quantize_final_layers: bool = False, placement: Placement = ONNXRUNTIME) -> Plan:
+    """Read the quantization plan off the exporter's node names (``/network/...`` scopes).
+
+    ``activations`` lists every float input the quantizer is handed, those of ``float_inputs`` included:
+    ONNX Runtime's quantizer wants a range for every input of a node it quantizes, and the Q/DQ pairs of
+    ``float_inputs`` are taken out after it has placed them.
+    """
     initializers = {t.name for t in model.graph.initializer}
     constants = {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
     network = [n for n in model.graph.node if n.name.startswith(NETWORK_SCOPE) and n.op_type in QUANTIZED_OP_TYPES]
     final = [n.name for n in network if FINAL_LAYER.search(n.name)]
     chosen, int8_outputs = [], set()
     for node in network:  # graph order: a node's producers come first
-        if FINAL_LAYER.search(node.name) and not quantize_final_layers:
+        if node.op_type not in placement.op_types or (FINAL_LAYER.search(node.name) and not quantize_final_layers):
             continue
-        if node.op_type in PASS_THROUGH and node.input[0] not in int8_outputs:
+        if node.op_type in placement.pass_through and node.input[0] not in int8_outputs:
             continue
         chosen.append(node)
-        if node.op_type not in FLOAT_OUTPUT:
+        if node.op_type not in placement.float_output:
             int8_outputs.add(node.output[0])
     if not any(n.op_type == "Conv" for n in chosen) or not final:
         raise UserError(f"the graph has no {NETWORK_SCOPE} convolutions or no final_layers: node names were changed "
                         f"(a simplifier?) or it is not an hrnet-deploy DecodeGraph; {REEXPORT}")
-    skip = initializers | constants | {n.output[0] for n in chosen if n.op_type in SHARED_SCALE}
+    skip = initializers | constants | {n.output[0] for n in chosen if n.op_type in placement.shared_scale}
     activations = []
     for node in chosen:
-        reads = node.input[:1] if node.op_type in ("Conv", "ConvTranspose", *PASS_THROUGH) else node.input
-        writes = node.output[:1] if node.op_type not in FLOAT_OUTPUT else []
+        reads = node.input[:1] if node.op_type in ("Conv", "ConvTranspose", *placement.pass_through) else node.input
+        writes = node.output[:1] if node.op_type not in placement.float_output else []
         for name in [*reads, *writes]:
             if name and name not in skip and name not in activations:
                 activations.append(name)
-    return Plan([n.name for n in chosen], final, activations)
+    names = [n.name for n in chosen]
+    return Plan(names, final, activations, placement, float_inputs(model, set(names), placement))
 
 
 # ----------------------------------------------------------------------------------------------
 # Calibration (cached)
 
 
-def cache_key(source_sha256: str, method: str, images_sha256: str, activations: list[str]) -> str:
+def cache_key(source_sha256: str, method: str, images_sha256: str, activations: list[str],
+              placement: Placement = ONNXRUNTIME) -> str:
     """sha256 over everything the statistics depend on."""
     import onnxruntime
 
     payload = {"format": CACHE_FORMAT, "model": source_sha256, "method": method,
                "options": CALIBRATOR_OPTIONS[method], "images": images_sha256,
-               "placement": {"op_types": QUANTIZED_OP_TYPES, "pass_through": PASS_THROUGH, "float_output": FLOAT_OUTPUT},
+               "placement": placement.key(),
                "tensors": hashlib.sha256("\n".join(sorted(activations)).encode()).hexdigest(),
                "onnxruntime": onnxruntime.__version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -317,7 +328,8 @@ def calibrate(source: Source, steps: Plan, method: str, paths: list[Path], cache
 
 
 def quantize(source: Source, steps: Plan, method: str, cache: Path):
-    """Q/DQ model from the cached statistics, decode and final layers float; returns the ModelProto."""
+    """Q/DQ model from the cached statistics, placed by ``steps.placement``, decode and final layers float;
+    returns the ModelProto."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import load_tensors_data
@@ -330,11 +342,14 @@ def quantize(source: Source, steps: Plan, method: str, cache: Path):
     with tempfile.TemporaryDirectory(prefix="hrnet-quant-") as folder, _quiet():
         raw = Path(folder) / "quantized.onnx"
         quantize_static(source.model, str(raw), None, quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True, reduce_range=False,
+                        op_types_to_quantize=list(steps.placement.op_types), per_channel=True, reduce_range=False,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         nodes_to_quantize=steps.quantize, calibrate_method=_method_enum(method),
-                        extra_options=dict(QUANTIZER_OPTIONS), calibration_cache_path=str(cache))
+                        extra_options={**QUANTIZER_OPTIONS,
+                                       "OpTypesToExcludeOutputQuantization": list(steps.placement.float_output)},
+                        calibration_cache_path=str(cache))
         model = onnx.load(str(raw))
+    release_inputs(model, steps.float_inputs)
     keep_float_region(model, set(steps.quantize))
     separate_reader_quantizers(model)
     return model
@@ -404,8 +419,9 @@ def _drop_unread(model) -> None:
         model.graph.initializer.remove(tensor)
 
 
-def int8_props(source: Source, method: str, images: int, images_sha256: str, key: str) -> dict[str, str]:
-    """The source's metadata with ``precision`` int8, plus what the calibration was."""
+def int8_props(source: Source, method: str, images: int, images_sha256: str, key: str,
+               placement: Placement = ONNXRUNTIME) -> dict[str, str]:
+    """The source's metadata with ``precision`` int8, plus what the calibration and the placement were."""
     import onnxruntime
 
     props = {k: v for k, v in source.props.items() if not k.startswith("hrnet_deploy.")}
@@ -414,7 +430,7 @@ def int8_props(source: Source, method: str, images: int, images_sha256: str, key
                   "calib.images": str(images), "calib.images_sha256": images_sha256,
                   "calib.source_sha256": source.sha256, "calib.cache_key": key,
                   "calib.onnxruntime_version": onnxruntime.__version__,
-                  "calib.quantized_op_types": ",".join(QUANTIZED_OP_TYPES)})
+                  "calib.quantized_op_types": ",".join(placement.op_types), TARGET_KEY: placement.target})
     return props
 
 

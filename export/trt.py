@@ -11,10 +11,12 @@ What is built
 A strongly typed network: every layer runs in the precision the ONNX file gives it. Precision is
 chosen when the ONNX file is written (``python -m export.onnx --precision fp16``: FP16 network, FP32
 decode behind explicit casts; ``python -m calib``: INT8 Q/DQ), never by builder flags (TensorRT 11
-removed ``BuilderFlag.FP16``/``INT8``). The network is created with the ``STRONGLY_TYPED`` creation
-flag where TensorRT has it (required on 10.x; on 11.x strong typing is always on and the flag is
-deprecated and ignored). TF32 is switched off (``BuilderFlag.TF32`` is on by default in TensorRT 10
-and 11): float32 layers stay float32, so an FP32 engine computes what ONNX Runtime computes.
+removed ``BuilderFlag.FP16``/``INT8``). An INT8 file placed for ONNX Runtime (``calib --target
+onnxruntime``, the default) is built as given, with a one-line warning to recalibrate with ``--target
+tensorrt``. The network is created with the ``STRONGLY_TYPED`` creation flag where TensorRT has it
+(required on 10.x; on 11.x strong typing is always on and the flag is deprecated and ignored).
+TF32 is switched off (``BuilderFlag.TF32`` is on by default in TensorRT 10 and 11): float32 layers
+stay float32, so an FP32 engine computes what ONNX Runtime computes.
 
 Shapes
 ------
@@ -57,6 +59,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from calib.placement import DEFAULT_TARGET, TARGET_KEY
 from runtime.backends.trt_backend import (
     PLAN_SUFFIXES,
     SIDECAR_FORMAT,
@@ -190,6 +193,19 @@ def read_onnx(path: Path) -> OnnxFacts:
     facts = read_props({entry.key: entry.value for entry in model.metadata_props}, f"--onnx {path}", REEXPORT)
     del model
     return OnnxFacts(path, facts.metadata, facts.props, facts.input_multiple, file_sha256(path))
+
+
+def placement_warning(onnx: OnnxFacts) -> str | None:
+    """One line when ``onnx`` is an INT8 file whose Q/DQ nodes are not placed for TensorRT, else None.
+
+    ``python -m calib`` records its ``--target`` in the metadata (``calib.target``); INT8 files without
+    that key were all placed for ONNX Runtime.
+    """
+    target = onnx.props.get(TARGET_KEY, DEFAULT_TARGET)
+    if onnx.metadata.precision != "int8" or target == "tensorrt":
+        return None
+    return (f"warning: --onnx {onnx.path}: INT8 Q/DQ placed for {target} (its CPU kernels), not as TensorRT's guide "
+            f"recommends; recalibrate with python -m calib --target tensorrt for the engine")
 
 
 def make_sidecar(plan: Path, plan_sha256: str, onnx: OnnxFacts, shapes: BaseShapes, max_batch: int,
@@ -387,6 +403,9 @@ def _read_model(onnx_path: Path, shapes: str | BaseShapes | None,
         raise UserError(f"--onnx {onnx_path}: no such .onnx file; export one with python -m export.onnx")
     facts = read_onnx(onnx_path)
     meta = facts.metadata
+    warning = placement_warning(facts)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     if shapes is None:
         base = default_shapes(meta, facts.input_multiple)
     else:

@@ -136,7 +136,7 @@ def test_export_trt_arguments(workdir, monkeypatch, argv):
 
 
 @PROPERTY
-@given(flag_values({"--onnx": names, "--method": odd_text, "--images": number_text, "-o": names,
+@given(flag_values({"--onnx": names, "--method": odd_text, "--target": odd_text, "--images": number_text, "-o": names,
                     "--calib": names, "--cache-dir": names}))
 def test_calib_arguments(workdir, monkeypatch, argv):
     pytest.importorskip("onnx")

@@ -347,15 +347,19 @@ def test_plan_pass_through_ops():
     assert steps.activations == ["x", "y0", "y1", "y2", "y4"]
 
 
-def test_cache_key_names_the_placement(monkeypatch):
+def test_cache_key_names_the_placement():
     """Statistics of another Q/DQ placement are never reused, even for the same tensors."""
+    from dataclasses import replace
+
+    from calib.placement import ONNXRUNTIME, TENSORRT
+
     key = q.cache_key("model", "percentile", "images", ["x", "y"])
-    assert key == q.cache_key("model", "percentile", "images", ["y", "x"])
-    monkeypatch.setattr(q, "FLOAT_OUTPUT", ("ConvTranspose", "Conv"))
-    assert q.cache_key("model", "percentile", "images", ["x", "y"]) != key
-    monkeypatch.undo()
-    monkeypatch.setattr(q, "QUANTIZED_OP_TYPES", ("Conv", "ConvTranspose", "Add"))
-    assert q.cache_key("model", "percentile", "images", ["x", "y"]) != key
+    assert key == q.cache_key("model", "percentile", "images", ["y", "x"], ONNXRUNTIME)
+    assert q.cache_key("model", "percentile", "images", ["x", "y"], TENSORRT) != key
+    assert q.cache_key("model", "percentile", "images", ["x", "y"],
+                       replace(ONNXRUNTIME, float_output=("ConvTranspose", "Conv"))) != key
+    assert q.cache_key("model", "percentile", "images", ["x", "y"],
+                       replace(ONNXRUNTIME, op_types=("Conv", "ConvTranspose", "Add"))) != key
 
 
 def test_separate_reader_quantizers():
