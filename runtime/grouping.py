@@ -565,9 +565,12 @@ def _tile_summary(j, heatmap, tags, tile, tile_rows, tile_cols):
     """Per tile of ``tile_rows x tile_cols`` pixels (row-major tile order) the largest heatmap
     value and the range of both tag components into ``tile [n_tiles, 5]``.
 
-    One pass over the joint's maps, row by row into per-column extremes with ``np.fmax`` /
-    ``np.fmin``, which vectorize and leave NaN out: a NaN pixel scores NaN, which never wins a
-    strict comparison.  A tile of NaN only gets -inf (and an empty tag range).
+    One pass over the joint's contiguous rows into per-column extremes (the two tag components
+    interleaved as stored), then a short reduction per tile.  Each update is a float32 compare
+    and select with no other branch, which LLVM turns into SIMD max/min: this pass reads every
+    pixel of the maps and is most of refine's time.  ``v > a`` is false for a NaN ``v``, so
+    NaN pixels are left out like ``np.fmax`` does (a NaN pixel scores NaN, which never wins a
+    strict comparison); a tile of NaN only gets -inf (and an empty tag range).
     """
     height = heatmap.shape[1]
     width = heatmap.shape[2]
@@ -581,17 +584,25 @@ def _tile_summary(j, heatmap, tags, tile, tile_rows, tile_cols):
         lo_col[:] = np.inf
         hi_col[:] = -np.inf
         for y in range(y0, min(y0 + tile_rows, height)):
-            np.fmax(h_col, heatmap[j, y], h_col)
-            row = tags[j, y].reshape(2 * width)
-            np.fmin(lo_col, row, lo_col)
-            np.fmax(hi_col, row, hi_col)
+            h_row = heatmap[j, y]
+            for x in range(width):
+                v = h_row[x]
+                a = h_col[x]
+                h_col[x] = v if v > a else a
+            tag_row = tags[j, y].reshape(2 * width)
+            for x in range(2 * width):
+                v = tag_row[x]
+                lo = lo_col[x]
+                hi = hi_col[x]
+                lo_col[x] = v if v < lo else lo
+                hi_col[x] = v if v > hi else hi
         for c in range(band_tiles):
             k = band * band_tiles + c
-            h_max = -np.inf
-            lo0 = np.inf
-            hi0 = -np.inf
-            lo1 = np.inf
-            hi1 = -np.inf
+            h_max = np.float32(-np.inf)
+            lo0 = np.float32(np.inf)
+            hi0 = np.float32(-np.inf)
+            lo1 = np.float32(np.inf)
+            hi1 = np.float32(-np.inf)
             for x in range(c * tile_cols, min(c * tile_cols + tile_cols, width)):
                 h_max = max(h_max, h_col[x])
                 lo0 = min(lo0, lo_col[2 * x])
