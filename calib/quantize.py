@@ -60,22 +60,23 @@ ONNX Runtime (CPU) runs the same file: it is how INT8 accuracy is measured here 
 
 Calibration
 -----------
-Statistics come from real images through the runtime preprocessing (``calib.dataset``), one image
-per calibrator pass, over exactly the tensors the quantizer needs (the float inputs and outputs
-of the nodes above, bar a Resize's output), with one of ONNX Runtime's calibrators (all symmetric,
-as the Q/DQ are):
+Statistics come from real images through the runtime preprocessing (``calib.dataset``), one image at
+a time, over exactly the tensors the quantizer needs (the float inputs and outputs of the nodes
+above, bar a Resize's output). The graph runs in pieces (``calib.pieces``) and every tensor is folded
+into a running maximum and a 2048-bin histogram of |x| as it is produced (``calib.statistics``), so
+memory holds one piece's tensors of one image, never all ~740 of them. One pass serves every method
+(all symmetric, as the Q/DQ are):
 
-* ``percentile`` (default): |x| histogram (2048 bins), range at the 99.999th percentile: robust to the
-  few extreme activations a handful of images produce;
-* ``entropy``: the KL-divergence threshold search of TensorRT's entropy calibrator (2048 bins, 128
-  quantized bins; ONNX Runtime's pure-Python search takes minutes for ~700 tensors);
+* ``percentile`` (default): the range at the 99.999th percentile of |x|: robust to the few extreme
+  activations a handful of images produce;
+* ``entropy``: the Kullback-Leibler threshold search known from TensorRT's entropy calibrator;
 * ``minmax``: the full observed range.
 
-The statistics are cached on disk as ONNX Runtime's own calibration-cache JSON (written atomically
-by ONNX Runtime), keyed by the model file's sha256, the method and its settings, the images (names
-and bytes), the placement (``Placement.key``: the target, which op types are quantized, which pass values
-through, which keep a float output), the measured tensors and the ONNX Runtime version: a rerun skips calibration, and a
-cache written for another placement is never read.
+The statistics are cached on disk (``.npz``, written atomically), keyed by the model file's sha256,
+the images (names and bytes), the placement (``Placement.key``: the target, which op types are
+quantized, which pass values through, which keep a float output), the measured tensors, the
+histogram size and the ONNX Runtime version: a rerun with any method skips the images, and a cache
+written for another placement is never read. The chosen method's thresholds reach ``quantize_static`` as fixed ranges.
 """
 from __future__ import annotations
 
