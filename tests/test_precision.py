@@ -389,9 +389,10 @@ def test_separate_reader_quantizers():
 # matching, unmatched people counting 0; benchmarks/precision.py's measure). Synthetic weights make ~100
 # people per image whose joints sit on near-ties, so even FP16 noise moves some: benchmarks/precision.py
 # measured 0.978 (FP16) and 0.643 (INT8, 32 calibration images) over 20 images, and these two images give
-# MEASURED_OKS below. The bounds sit ~0.05 (FP16) and ~0.15 (INT8) under that: a calibration that clips
-# or a wrong scale drops INT8 far lower (mutation: every threshold at a tenth of the percentile one gave
-# SQNR ~MUTATED_SQNR dB and mean OKS MUTATED_OKS).
+# 0.969 / 0.956 (FP16) and 0.548 / 0.452 (INT8, 8 images; 2026-12-02). The bounds sit ~0.06 (FP16) and
+# ~0.10 (INT8) under those means: a calibration that clips or a wrong scale drops INT8 far lower
+# (mutations: every threshold at 0.5 or 0.1 of the percentile one makes the calib CLI itself refuse the
+# file, SQNR below 15 dB, so the fixture fails; MUTATED85).
 OKS_FLOORS = {"fp16": 0.90, "int8": 0.40}
 
 
@@ -432,12 +433,22 @@ def test_runtime_run_cli(precision, fp16_export, int8_export, tmp_path):
     assert results and all(len(r["keypoints"]) == 51 for r in results)
 
 
+# Per-output SQNR floors of this test, against the FP32 torch graph on ACCURACY_IMAGES. Measured
+# (2026-12-02, Intel Xeon): FP16 68.2-69.1 dB, INT8 29.2-31.3 dB (heatmap, tags, candidate values; 8
+# percentile calibration images). The floors sit 6 dB (FP16: four times the noise power; its rounding
+# depends on the CPU's kernels) and 3 dB (INT8: twice the noise power; integer kernels compute the same
+# on every CPU, the float parts around them differ by ~1e-6) below the lowest. They are far above the
+# CLIs' own refusal floors (verify.FP16_SQNR_FLOOR_DB, calib's INT8_SQNR_FLOOR_DB), which only catch
+# broken files.
+SQNR_FLOORS_DB = {"fp16": 62.0, "int8": 26.0}
+
+
 @pytest.mark.parametrize("name", ACCURACY_IMAGES)
 def test_accuracy_against_torch(name, loaded, w32_synthetic):
-    """Per-output SQNR against the FP32 torch graph above the floors the CLIs enforce."""
+    """Per-output SQNR against the FP32 torch graph above SQNR_FLOORS_DB."""
     feed = verify.prepared_feed(w32_synthetic.metadata, SAMPLES / name)
     reference = w32_synthetic.run(feed)
-    floors = {"fp16": verify.FP16_SQNR_FLOOR_DB, "int8": calib_cli.INT8_SQNR_FLOOR_DB}
+    floors = SQNR_FLOORS_DB
     report = []
     for precision, backend in loaded.items():
         comparison = verify.compare_precision(reference, backend.run(feed))
