@@ -93,13 +93,12 @@ def _stage(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     require("onnx", "export")
     require("onnxruntime", "export")
-    from tqdm import tqdm
-
     from calib import quantize as q
     from calib.placement import PLACEMENTS
     from calib.dataset import image_list_digest, list_images
     from export.onnx import set_metadata, write_model
     from export.verify import compare_precision, prepared_feed
+    from runtime.progress import progress
 
     target = args.output or Path(f"{args.onnx.stem}.int8.onnx")
     if target.suffix != ".onnx":
@@ -124,19 +123,19 @@ def run(args: argparse.Namespace) -> int:
            f"kept float32")
 
     images_sha = image_list_digest(paths)
-    key = q.cache_key(source.sha256, args.method, images_sha, steps.activations, placement)
-    cache = q.cache_file(args.cache_dir, meta, args.method, key)
-    _stage(f"[2/4] calibration: {args.method}, {len(paths)} images from {args.calib} "
-           f"(each at its own input size), {len(steps.activations)} activations")
+    key = q.cache_key(source.sha256, images_sha, steps.activations, placement)
+    cache = q.cache_file(args.cache_dir, meta, key)
+    _stage(f"[2/4] calibration statistics: {len(paths)} images from {args.calib} (each at its own input size), "
+           f"{len(steps.activations)} activations, histograms streamed piece by piece")
     start = time.perf_counter()
     hit = cache.is_file()
     if not hit:
         check_output_file(cache, "--cache-dir")
-        with tqdm(total=len(paths), unit="img", disable=not sys.stderr.isatty()) as progress:
-            q.calibrate(source, steps, args.method, paths, cache, on_image=lambda _: progress.update())
+        q.calibrate(source, steps, progress(paths, len(paths), "      calibration images"), cache)
     _stage(f"      {'cache hit' if hit else 'statistics written to'} {cache} ({time.perf_counter() - start:.1f} s)")
 
-    _stage("[3/4] quantizing (ONNX Runtime quantize_static, QDQ, symmetric int8, per-channel weights)")
+    _stage(f"[3/4] quantizing: {args.method} ranges (ONNX Runtime quantize_static, QDQ, symmetric int8, "
+           f"per-channel weights)")
     start = time.perf_counter()
     model = q.quantize(source, steps, args.method, cache)
     violations = q.float_region_violations(model, set(steps.quantize))
@@ -160,8 +159,10 @@ def run(args: argparse.Namespace) -> int:
 
             onnx.checker.check_model(str(temporary))
             feed = prepared_feed(meta, args.verify_image)
-            with OnnxBackend(source.path) as fp32, OnnxBackend(temporary) as int8:
-                reference, outputs = fp32.run(feed), int8.run(feed)
+            with OnnxBackend(source.path) as fp32:  # one session at a time: each holds a full run's activations
+                reference = fp32.run(feed)
+            with OnnxBackend(temporary) as int8:
+                outputs = int8.run(feed)
             comparison = compare_precision(reference, outputs)
             _stage(f"[4/4] onnx.checker passed; INT8 vs FP32 in ONNX Runtime (CPU) on {args.verify_image.name}, "
                    f"SQNR floor {INT8_SQNR_FLOOR_DB:g} dB:")

@@ -6,14 +6,14 @@ input size and scales the file's own metadata names. Normalization, the flip bat
 else happen inside the graph, so calibration sees the same tensors inference will.
 
 Input sizes: the network input of each image has its own width (or height) — ``ceil64`` of the image's
-aspect ratio — and ONNX Runtime's calibrator takes any input shape, so every image is calibrated at
-its own size, batch 1, one image per pass. No bucketing or padding is needed, and nothing is seen at
+aspect ratio — and the graph takes any input shape, so every image is calibrated at its own size,
+batch 1, one image at a time. No bucketing or padding is needed, and nothing is seen at
 a size or border that inference would not produce.
 """
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,47 +66,11 @@ def image_feed(path: Path, metadata: ModelMetadata) -> dict[str, np.ndarray]:
     return {name: array[None] for name, array in zip(metadata.input_names, prepared.inputs)}
 
 
-class CalibrationImages:
-    """ONNX Runtime calibration data reader over image files, one image (all its scales) per ``get_next``.
-
-    Images are decoded when asked for, so memory holds one image at a time. ``set_range`` narrows the
-    reader to a slice (ONNX Runtime's strided collection uses it to run the calibrator one image at a
-    time); ``on_image`` is called after each image is handed out (a progress bar).
-    """
-
-    def __init__(self, paths: list[Path], metadata: ModelMetadata,
-                 on_image: Callable[[Path], None] | None = None) -> None:
-        self.paths = list(paths)
-        self.metadata = metadata
-        self.on_image = on_image
-        self.start, self.end = 0, len(self.paths)
-        self.position = 0
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self.start, self.end = start_index, min(end_index, len(self.paths))
-        self.position = self.start
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.position >= self.end:
-            return None
-        path = self.paths[self.position]
-        self.position += 1
+def calibration_feeds(paths: Iterable[Path], metadata: ModelMetadata) -> Iterator[tuple[Path, dict[str, np.ndarray]]]:
+    """``(path, feed)`` per image, decoded when asked for, so that memory holds one image at a time."""
+    for path in paths:
         try:
-            feed = image_feed(path, self.metadata)
+            feed = image_feed(path, metadata)
         except UserError as error:
             raise UserError(f"calibration image {error}") from None
-        if self.on_image is not None:
-            self.on_image(path)
-        return feed
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        feed = self.get_next()
-        if feed is None:
-            raise StopIteration
-        return feed
+        yield path, feed

@@ -60,22 +60,23 @@ ONNX Runtime (CPU) runs the same file: it is how INT8 accuracy is measured here 
 
 Calibration
 -----------
-Statistics come from real images through the runtime preprocessing (``calib.dataset``), one image
-per calibrator pass, over exactly the tensors the quantizer needs (the float inputs and outputs
-of the nodes above, bar a Resize's output), with one of ONNX Runtime's calibrators (all symmetric,
-as the Q/DQ are):
+Statistics come from real images through the runtime preprocessing (``calib.dataset``), one image at
+a time, over exactly the tensors the quantizer needs (the float inputs and outputs of the nodes
+above, bar a Resize's output). The graph runs in pieces (``calib.pieces``) and every tensor is folded
+into a running maximum and a 2048-bin histogram of |x| as it is produced (``calib.statistics``), so
+memory holds one piece's tensors of one image, never all ~740 of them. One pass serves every method
+(all symmetric, as the Q/DQ are):
 
-* ``percentile`` (default): |x| histogram (2048 bins), range at the 99.999th percentile: robust to the
-  few extreme activations a handful of images produce;
-* ``entropy``: the KL-divergence threshold search of TensorRT's entropy calibrator (2048 bins, 128
-  quantized bins; ONNX Runtime's pure-Python search takes minutes for ~700 tensors);
+* ``percentile`` (default): the range at the 99.999th percentile of |x|: robust to the few extreme
+  activations a handful of images produce;
+* ``entropy``: the Kullback-Leibler threshold search known from TensorRT's entropy calibrator;
 * ``minmax``: the full observed range.
 
-The statistics are cached on disk as ONNX Runtime's own calibration-cache JSON (written atomically
-by ONNX Runtime), keyed by the model file's sha256, the method and its settings, the images (names
-and bytes), the placement (``Placement.key``: the target, which op types are quantized, which pass values
-through, which keep a float output), the measured tensors and the ONNX Runtime version: a rerun skips calibration, and a
-cache written for another placement is never read.
+The statistics are cached on disk (``.npz``, written atomically), keyed by the model file's sha256,
+the images (names and bytes), the placement (``Placement.key``: the target, which op types are
+quantized, which pass values through, which keep a float output), the measured tensors, the
+histogram size and the ONNX Runtime version: a rerun with any method skips the images, and a cache
+written for another placement is never read. The chosen method's thresholds reach ``quantize_static`` as fixed ranges.
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -102,11 +103,11 @@ QUANTIZED_OP_TYPES = ONNXRUNTIME.op_types
 NETWORK_SCOPE = "/network/"
 # The two head output convolutions (and their copies for further scales: final_layers.0_1 ...).
 FINAL_LAYER = re.compile(r"/keypoint_head/final_layers\.\d+(_\d+)?/")
-# Calibrator settings per method (ONNX Runtime's create_calibrator options); part of the cache key.
-CALIBRATOR_OPTIONS = {
-    "percentile": {"symmetric": True, "num_bins": 2048, "percentile": 99.999},
-    "entropy": {"symmetric": True, "num_bins": 2048, "num_quantized_bins": 128},
-    "minmax": {"symmetric": True},
+# Each method's settings (calib.statistics); the statistics themselves serve every method.
+METHOD_OPTIONS = {
+    "percentile": {"percentile": 99.999},
+    "entropy": {"levels": 128},
+    "minmax": {},
 }
 QUANTIZER_OPTIONS = {
     "ActivationSymmetric": True,
@@ -116,7 +117,7 @@ QUANTIZER_OPTIONS = {
     "DedicatedQDQPair": True,
     "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
 }
-CACHE_FORMAT = 2  # bump when what the cache holds changes meaning
+CACHE_FORMAT = 3  # bump when what the cache holds changes meaning
 # QuantizeLinear's ``axis`` (default 1) is ignored for a per-tensor scale (ONNX spec; TensorRT's parser resets it).
 # Distinct values on the quantizers of one tensor keep ONNX Runtime from merging them (see
 # separate_reader_quantizers); the activations here are NCHW feature maps, so 0, 2 and 3 are the other valid ones.
@@ -236,28 +237,22 @@ def plan(model, quantize_final_layers: bool = False, placement: Placement = ONNX
 # Calibration (cached)
 
 
-def cache_key(source_sha256: str, method: str, images_sha256: str, activations: list[str],
+def cache_key(source_sha256: str, images_sha256: str, activations: list[str],
               placement: Placement = ONNXRUNTIME) -> str:
-    """sha256 over everything the statistics depend on."""
+    """sha256 over everything the statistics depend on (not the method: every method reads the same ones)."""
     import onnxruntime
 
-    payload = {"format": CACHE_FORMAT, "model": source_sha256, "method": method,
-               "options": CALIBRATOR_OPTIONS[method], "images": images_sha256,
+    from calib.statistics import DEFAULT_BINS, FORMAT
+
+    payload = {"format": [CACHE_FORMAT, FORMAT], "model": source_sha256, "bins": DEFAULT_BINS, "images": images_sha256,
                "placement": placement.key(),
                "tensors": hashlib.sha256("\n".join(sorted(activations)).encode()).hexdigest(),
                "onnxruntime": onnxruntime.__version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def cache_file(cache_dir: Path, metadata: ModelMetadata, method: str, key: str) -> Path:
-    return Path(cache_dir) / f"{metadata.arch}-{metadata.input_size}-{method}-{key[:24]}.json"
-
-
-def _method_enum(method: str):
-    from onnxruntime.quantization import CalibrationMethod
-
-    return {"percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy,
-            "minmax": CalibrationMethod.MinMax}[method]
+def cache_file(cache_dir: Path, metadata: ModelMetadata, key: str) -> Path:
+    return Path(cache_dir) / f"{metadata.arch}-{metadata.input_size}-{key[:24]}.npz"
 
 
 @contextlib.contextmanager
@@ -272,55 +267,35 @@ def _quiet():
         logging.disable(previous)
 
 
-def _calibrator(model_path: Path, folder: Path, method: str, activations: list[str]):
-    """ONNX Runtime's calibrator for ``method``, measuring exactly ``activations``."""
-    from onnxruntime.quantization import calibrate
+def calibrate(source: Source, steps: Plan, paths: Iterable[Path], cache: Path) -> bool:
+    """Write the statistics of ``steps.activations`` over the images ``paths`` to ``cache`` unless it is there.
 
-    base = {"percentile": calibrate.PercentileCalibrater, "entropy": calibrate.EntropyCalibrater,
-            "minmax": calibrate.MinMaxCalibrater}[method]
-    wanted = set(activations)
-
-    class Calibrator(base):
-        def select_tensors_to_calibrate(self, model):
-            tensors, value_infos = super().select_tensors_to_calibrate(model)
-            missing = wanted - tensors
-            if missing:
-                raise UserError(f"cannot calibrate {sorted(missing)[:3]}: no float type known for them; {REEXPORT}")
-            return tensors & wanted, value_infos
-
-    calibrator = Calibrator(str(model_path), list(QUANTIZED_OP_TYPES), str(folder / "augmented.onnx"),
-                            **CALIBRATOR_OPTIONS[method])
-    calibrator.augment_graph()
-    calibrator.create_inference_session()
-    return calibrator
-
-
-def calibrate(source: Source, steps: Plan, method: str, paths: list[Path], cache: Path,
-              on_image: Callable[[Path], None] | None = None) -> bool:
-    """Write the calibration cache for ``source`` unless it is there; returns True on a cache hit."""
-    from onnxruntime.quantization.calibrate import save_tensors_data
-
-    from calib.dataset import CalibrationImages
+    The graph runs piece by piece (calib.pieces) and each tensor is folded into streaming histograms
+    (calib.statistics) as it comes, so memory holds about one piece's tensors of one image. Returns
+    True on a cache hit."""
+    from calib.dataset import calibration_feeds
+    from calib.pieces import PieceRunner, cut
+    from calib.statistics import StreamingStatistics
 
     if cache.is_file():
         return True
-    import onnx
-
-    reader = CalibrationImages(paths, source.metadata, on_image)
-    with tempfile.TemporaryDirectory(prefix="hrnet-calib-") as folder, _quiet():
-        model_path = Path(folder) / "source.onnx"
-        onnx.save_model(source.model, str(model_path))  # the graph as open_source left it
-        calibrator = _calibrator(model_path, Path(folder), method, steps.activations)
-        for index in range(len(paths)):  # one image per pass: memory holds one image's activations
-            reader.set_range(index, index + 1)
-            calibrator.collect_data(reader)
-        ranges = calibrator.compute_data()
-        del calibrator
+    statistics = StreamingStatistics(steps.activations)
+    with PieceRunner(cut(source.model, steps.activations)) as runner:
+        for _, feed in calibration_feeds(paths, source.metadata):
+            runner.measure(feed, statistics.add)
+            statistics.images += 1
     try:
-        write_with(cache, lambda path: save_tensors_data(ranges, path))  # ONNX Runtime's writer, published atomically
+        statistics.save(cache)
     except UserError as error:
         raise UserError(f"calibration cache {error}; or pass --cache-dir DIR") from None
     return False
+
+
+def activation_ranges(cache: Path, method: str) -> dict[str, float]:
+    """Each activation's symmetric int8 threshold by ``method``, from the cached statistics."""
+    from calib.statistics import StreamingStatistics
+
+    return StreamingStatistics.load(cache).thresholds(method, **METHOD_OPTIONS[method])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -330,24 +305,24 @@ def calibrate(source: Source, steps: Plan, method: str, paths: list[Path], cache
 def quantize(source: Source, steps: Plan, method: str, cache: Path):
     """Q/DQ model from the cached statistics, placed by ``steps.placement``, decode and final layers float;
     returns the ModelProto."""
+    import numpy as np
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import load_tensors_data
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
-    try:
-        load_tensors_data(cache)
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # a cache file damaged or edited by hand
-        raise UserError(f"calibration cache {cache} is unreadable ({type(exc).__name__}: {exc}); "
-                        f"delete it and run again") from None
+    thresholds = activation_ranges(cache, method)
+    ranges = TensorsData(CalibrationMethod.MinMax, {name: TensorData(lowest=np.float32(-t), highest=np.float32(t))
+                                                     for name, t in thresholds.items()})
     with tempfile.TemporaryDirectory(prefix="hrnet-quant-") as folder, _quiet():
-        raw = Path(folder) / "quantized.onnx"
+        raw, table = Path(folder) / "quantized.onnx", Path(folder) / "ranges.json"
+        save_tensors_data(ranges, table)  # quantize_static reads given ranges only from such a file
         quantize_static(source.model, str(raw), None, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(steps.placement.op_types), per_channel=True, reduce_range=False,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        nodes_to_quantize=steps.quantize, calibrate_method=_method_enum(method),
+                        nodes_to_quantize=steps.quantize, calibrate_method=CalibrationMethod.MinMax,
                         extra_options={**QUANTIZER_OPTIONS,
                                        "OpTypesToExcludeOutputQuantization": list(steps.placement.float_output)},
-                        calibration_cache_path=str(cache))
+                        calibration_cache_path=str(table))
         model = onnx.load(str(raw))
     release_inputs(model, steps.float_inputs)
     keep_float_region(model, set(steps.quantize))
@@ -426,7 +401,7 @@ def int8_props(source: Source, method: str, images: int, images_sha256: str, key
 
     props = {k: v for k, v in source.props.items() if not k.startswith("hrnet_deploy.")}
     props.update(replace(source.metadata, precision="int8").to_props())
-    props.update({"calib.method": method, "calib.options": json.dumps(CALIBRATOR_OPTIONS[method], sort_keys=True),
+    props.update({"calib.method": method, "calib.options": json.dumps(METHOD_OPTIONS[method], sort_keys=True),
                   "calib.images": str(images), "calib.images_sha256": images_sha256,
                   "calib.source_sha256": source.sha256, "calib.cache_key": key,
                   "calib.onnxruntime_version": onnxruntime.__version__,

@@ -78,11 +78,15 @@ def source(fp32_file):
 
 
 def _fake_cache(path: Path, activations: list[str]) -> Path:
-    """ONNX Runtime's cache format with a made-up symmetric range per tensor (1 .. 7, by name order)."""
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData, save_tensors_data
+    """A statistics cache with a made-up largest |x| per tensor (1 .. 7, by name order): the minmax range."""
+    from calib.statistics import StreamingStatistics, range_exponent
 
-    ranges = {name: (np.float32(-(1 + i % 7)), np.float32(1 + i % 7)) for i, name in enumerate(sorted(activations))}
-    save_tensors_data(TensorsData(CalibrationMethod.MinMax, ranges), path)
+    statistics = StreamingStatistics(activations)
+    for i, name in enumerate(sorted(activations)):
+        stats = statistics.tensors[name]
+        stats.amax = float(1 + i % 7)
+        stats.exponent = range_exponent(stats.amax)
+    statistics.save(path)
     return path
 
 
@@ -92,7 +96,7 @@ def placed(folder, source) -> dict[str, tuple]:
     result = {}
     for target, placement in PLACEMENTS.items():
         steps = q.plan(source.model, placement=placement)
-        cache = _fake_cache(folder / f"ranges-{target}.json", steps.activations)
+        cache = _fake_cache(folder / f"ranges-{target}.npz", steps.activations)
         model = q.quantize(source, steps, "minmax", cache)
         exporter.set_metadata(model, q.int8_props(source, "minmax", 0, "none", "fake", placement))
         path = folder / f"w32.{target}.fake.onnx"

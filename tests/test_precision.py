@@ -73,10 +73,15 @@ def fp16_export(folder) -> tuple[Path, str]:
 
 
 def _calibrate(fp32_file: Path, output: Path, cache: Path) -> tuple[str, float]:
+    """Run the calib CLI; when it measures images (no cache hit), its progress lines must be in stderr,
+    which is not a terminal here (what a CI log shows)."""
     start = time.perf_counter()
     code, out, err = _main(calib_cli.main, ["--onnx", str(fp32_file), "--calib", str(need(MINI / "images")),
                                             "--images", str(CALIB_IMAGES), "--cache-dir", str(cache), "-o", str(output)])
     assert code == 0, out + err
+    if "cache hit" not in out:
+        assert f"calibration images: 0/{CALIB_IMAGES} img" in err, err
+        assert f"calibration images: {CALIB_IMAGES}/{CALIB_IMAGES} img done in" in err, err
     return out, time.perf_counter() - start
 
 
@@ -291,12 +296,12 @@ def test_calibration_cache_is_reused(folder, fp32_file, int8_export):
     the same scales. Whether it is also faster is timing, which belongs to benchmarks/."""
     path, first_out, _ = int8_export
     assert "statistics written to" in first_out
-    caches = sorted((folder / "cache").glob("*.json"))
+    caches = sorted((folder / "cache").glob("*.npz"))
     assert len(caches) == 1 and not list((folder / "cache").glob("*.tmp"))
     again = folder / "again.int8.onnx"
     out, _ = _calibrate(fp32_file, again, folder / "cache")
     assert "cache hit" in out, out
-    assert sorted((folder / "cache").glob("*.json")) == caches
+    assert sorted((folder / "cache").glob("*.npz")) == caches
     a, b = onnx.load(str(path)), onnx.load(str(again))
     scales = {t.name: onnx.numpy_helper.to_array(t) for t in a.graph.initializer if t.name.endswith("_scale")}
     assert scales
@@ -353,12 +358,12 @@ def test_cache_key_names_the_placement():
 
     from calib.placement import ONNXRUNTIME, TENSORRT
 
-    key = q.cache_key("model", "percentile", "images", ["x", "y"])
-    assert key == q.cache_key("model", "percentile", "images", ["y", "x"], ONNXRUNTIME)
-    assert q.cache_key("model", "percentile", "images", ["x", "y"], TENSORRT) != key
-    assert q.cache_key("model", "percentile", "images", ["x", "y"],
+    key = q.cache_key("model", "images", ["x", "y"])
+    assert key == q.cache_key("model", "images", ["y", "x"], ONNXRUNTIME)
+    assert q.cache_key("model", "images", ["x", "y"], TENSORRT) != key
+    assert q.cache_key("model", "images", ["x", "y"],
                        replace(ONNXRUNTIME, float_output=("ConvTranspose", "Conv"))) != key
-    assert q.cache_key("model", "percentile", "images", ["x", "y"],
+    assert q.cache_key("model", "images", ["x", "y"],
                        replace(ONNXRUNTIME, op_types=("Conv", "ConvTranspose", "Add"))) != key
 
 
@@ -380,16 +385,38 @@ def test_separate_reader_quantizers():
 # Running the files
 
 
+# Lowest mean OKS of a file's people against the FP32 torch graph's people on ACCURACY_IMAGES (greedy OKS
+# matching, unmatched people counting 0; benchmarks/precision.py's measure). Synthetic weights make ~100
+# people per image whose joints sit on near-ties, so even FP16 noise moves some: benchmarks/precision.py
+# measured 0.978 (FP16) and 0.643 (INT8, 32 calibration images) over 20 images, and these two images give
+# 0.969 / 0.956 (FP16) and 0.548 / 0.452 (INT8, 8 images; 2026-12-02). The bounds sit ~0.06 (FP16) and
+# ~0.10 (INT8) under those means: a calibration that clips or a wrong scale drops INT8 far lower
+# (mutations: every threshold at 0.5 or 0.1 of the percentile one makes the calib CLI itself refuse the
+# file, SQNR below 15 dB, so the fixture fails; MUTATED85).
+OKS_FLOORS = {"fp16": 0.90, "int8": 0.40}
+
+
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_pose_estimator(precision, loaded):
+def test_pose_estimator_people_against_fp32(precision, loaded, w32_synthetic):
+    """PoseEstimator on the file finds people, and they match the FP32 torch graph's people by mean OKS."""
+    from benchmarks.precision import match_people, mean_oks
     from runtime.pipeline import PoseEstimator
     from runtime.preprocess import read_image
 
-    people = PoseEstimator(loaded[precision])(read_image(SAMPLES / ACCURACY_IMAGES[0]))
-    assert people, "synthetic weights find people on every sample image"
-    for person in people:
-        assert person.keypoints.shape == (17, 3) and np.isfinite(person.keypoints).all()
-        assert np.isfinite(person.score)
+    scores = []
+    for name in ACCURACY_IMAGES:
+        image = read_image(SAMPLES / name)
+        people = PoseEstimator(loaded[precision])(image)
+        reference = PoseEstimator(w32_synthetic)(image)
+        assert people and reference, "synthetic weights find people on every sample image"
+        for person in people:
+            assert person.keypoints.shape == (17, 3) and np.isfinite(person.keypoints).all()
+            assert np.isfinite(person.score)
+        ours = np.array([p.keypoints for p in people], np.float64)
+        theirs = np.array([p.keypoints for p in reference], np.float64)
+        scores.append(mean_oks(theirs, ours, match_people(theirs, ours)))
+    print(f"{precision}: mean OKS vs FP32 torch {np.round(scores, 3).tolist()}")
+    assert np.mean(scores) >= OKS_FLOORS[precision], scores
 
 
 @pytest.mark.slow
@@ -406,12 +433,22 @@ def test_runtime_run_cli(precision, fp16_export, int8_export, tmp_path):
     assert results and all(len(r["keypoints"]) == 51 for r in results)
 
 
+# Per-output SQNR floors of this test, against the FP32 torch graph on ACCURACY_IMAGES. Measured
+# (2026-12-02, Intel Xeon): FP16 68.2-69.1 dB, INT8 29.2-31.3 dB (heatmap, tags, candidate values; 8
+# percentile calibration images). The floors sit 6 dB (FP16: four times the noise power; its rounding
+# depends on the CPU's kernels) and 3 dB (INT8: twice the noise power; integer kernels compute the same
+# on every CPU, the float parts around them differ by ~1e-6) below the lowest. They are far above the
+# CLIs' own refusal floors (verify.FP16_SQNR_FLOOR_DB, calib's INT8_SQNR_FLOOR_DB), which only catch
+# broken files.
+SQNR_FLOORS_DB = {"fp16": 62.0, "int8": 26.0}
+
+
 @pytest.mark.parametrize("name", ACCURACY_IMAGES)
 def test_accuracy_against_torch(name, loaded, w32_synthetic):
-    """Per-output SQNR against the FP32 torch graph above the floors the CLIs enforce."""
+    """Per-output SQNR against the FP32 torch graph above SQNR_FLOORS_DB."""
     feed = verify.prepared_feed(w32_synthetic.metadata, SAMPLES / name)
     reference = w32_synthetic.run(feed)
-    floors = {"fp16": verify.FP16_SQNR_FLOOR_DB, "int8": calib_cli.INT8_SQNR_FLOOR_DB}
+    floors = SQNR_FLOORS_DB
     report = []
     for precision, backend in loaded.items():
         comparison = verify.compare_precision(reference, backend.run(feed))
