@@ -93,7 +93,7 @@ from pathlib import Path
 
 from calib.placement import ONNXRUNTIME, TARGET_KEY, Placement, float_inputs, release_inputs
 from runtime.errors import UserError
-from runtime.files import cache_dir, file_sha256, write_with
+from runtime.files import cache_dir, file_sha256
 from runtime.metadata import ModelMetadata, read_props
 
 METHODS = ("percentile", "entropy", "minmax")

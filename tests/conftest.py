@@ -1,6 +1,8 @@
 """Shared fixtures: paths to ../shared (goldens, mini COCO set) and a synthetic-weights w32 backend."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -46,6 +48,28 @@ def need(path: Path) -> Path:
 
 def load_golden(name: str) -> dict:
     return json.loads(need(GOLDEN / name).read_text())
+
+
+def run_main(function, argv: list[str]) -> tuple[int, str, str]:
+    """Run a CLI's ``main`` in-process; return (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = function(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def w32_fp32_file(tmp_path_factory) -> Path:
+    """HigherHRNet-W32 synthetic:0 exported once to FP32 ONNX (read only: the source of the INT8 tests)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("torch")
+    from export import onnx as exporter
+
+    path = tmp_path_factory.mktemp("fp32") / "w32.onnx"
+    code, out, err = run_main(exporter.main, ["--arch", "w32", "--checkpoint", "synthetic:0", "--skip-verify",
+                                              "-o", str(path)])
+    assert code == 0, out + err
+    return path
 
 
 @pytest.fixture(scope="session")

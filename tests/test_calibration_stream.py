@@ -155,7 +155,7 @@ def test_entropy_keeps_a_uniform_range_and_clips_a_far_outlier():
 
 def _toy_model():
     """A small branchy float graph: two branches, a residual Add, ReLUs, a nearest Resize, a Concat."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)

@@ -38,6 +38,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import MINI, REPO, need
+from tests.conftest import run_main as _main
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -52,24 +53,14 @@ from export import trt as builder  # noqa: E402
 SAMPLE = REPO / "runtime" / "samples" / "000000000785.jpg"
 
 
-def _main(function, argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = function(argv)
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("placement")
 
 
 @pytest.fixture(scope="module")
-def fp32_file(folder) -> Path:
-    path = folder / "w32.onnx"
-    code, out, err = _main(exporter.main, ["--arch", "w32", "--checkpoint", "synthetic:0", "--skip-verify", "-o", str(path)])
-    assert code == 0, out + err
-    return path
+def fp32_file(w32_fp32_file) -> Path:
+    return w32_fp32_file
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,6 @@ Exact parity is not expected: FP16 and INT8 noise crosses the near-ties of the d
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -27,6 +25,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import MINI, REPO, need
+from tests.conftest import run_main as _main
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -42,25 +41,14 @@ ACCURACY_IMAGES = ["000000000785.jpg", "000000040083.jpg"]
 CALIB_IMAGES = 8
 
 
-def _main(function, argv: list[str]) -> tuple[int, str, str]:
-    """Run a CLI's ``main`` in-process; return (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = function(argv)
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("precision")
 
 
 @pytest.fixture(scope="module")
-def fp32_file(folder) -> Path:
-    path = folder / "w32.onnx"
-    code, out, err = _main(exporter.main, ["--arch", "w32", "--checkpoint", "synthetic:0", "--skip-verify", "-o", str(path)])
-    assert code == 0, out + err
-    return path
+def fp32_file(w32_fp32_file) -> Path:
+    return w32_fp32_file
 
 
 @pytest.fixture(scope="module")
