@@ -9,10 +9,15 @@ Backends:
   torch      the PyTorch reference (always run: every other backend is compared with it)
   onnx       ONNX Runtime (CPU), FP32 export        ─┐ exported once into OUT/models/ with
   onnx-fp16  ONNX Runtime (CPU), FP16 network        │ `python -m export.onnx` (and `python -m calib`
-  onnx-int8  ONNX Runtime (CPU), INT8 Q/DQ network  ─┘ for INT8), reused while their settings hold
-  trt-fp32   TensorRT engines (python -m export.trt) built once from the onnx, onnx-fp16 and onnx-int8
-  trt-fp16   files into OUT/models/ (profile: batch 1, up to the largest input of the run), run on the
-  trt-int8   GPU with grouping + refine in CUDA kernels; skipped with the reason without TensorRT
+  onnx-int8  ONNX Runtime (CPU), INT8 Q/DQ network   │ for INT8), reused while their settings hold
+  onnx-int8-tensorrt  the same, Q/DQ placed for    ─┘ TensorRT (python -m calib --target tensorrt)
+  trt-fp32   TensorRT engines (python -m export.trt) built once from the onnx, onnx-fp16 and
+  trt-fp16   onnx-int8-tensorrt files into OUT/models/ (profile: batch 1, up to the largest input of the
+  trt-int8   run), run on the GPU with grouping + refine in CUDA kernels; skipped without TensorRT
+
+INT8 files are calibrated on --calib-images images of the mini COCO val2017 set (python -m calib's
+default choice, recorded in each file's calib.image_names); when a run has INT8 backends, every
+backend is evaluated without those images (by file name, so also on a full val2017 tree).
 
 Agreement with torch (people paired by OKS, identical images, displacement, missed and added people):
 defined in benchmarks/parity_agreement.py's docstring.
@@ -35,10 +40,10 @@ metrics are compared with ../shared/golden/decode_mini.json: torch's must equal 
 otherwise); every other backend's largest difference is printed beside it (its decode may decide
 exact float32 ties differently, see the README). Single scale only (the renderer draws scale 1).
   torch                        the torch Decode, as benchmarks/coco.py --rendered runs it
-  onnx, onnx-fp16, onnx-int8   the decode-only ONNX file (python -m export.decode_onnx, written once
+  onnx, onnx-fp16, onnx-int8*  the decode-only ONNX file (python -m export.decode_onnx, written once
                                into OUT/models/) in ONNX Runtime (CPU). The FP16 and INT8 files cast
                                only the network; their decode is the FP32 one, identical to onnx's.
-                               So the three rows are one run of that file (one cache key), and each
+                               So the ONNX rows are one run of that file (one cache key), and each
                                row says so in its note.
   trt-*                        skipped: TensorRT is needed (and a decode-only engine is not built yet).
 
@@ -66,7 +71,8 @@ if __package__ in (None, ""):
 
 from benchmarks.coco import MINI_SET, REPO, CocoSet
 from benchmarks.parity_compute import compute
-from benchmarks.parity_identity import BACKENDS
+from benchmarks.parity_identity import BACKENDS, PRECISION
+from benchmarks.parity_models import calibration_names
 from benchmarks.parity_plan import plan_backends
 from benchmarks.parity_report import build_report, markdown, plot
 from runtime.errors import UserError
@@ -78,6 +84,18 @@ def parse_backends(text: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"--backends {text!r}: choose from {','.join(BACKENDS)}")
     return list(dict.fromkeys(names))
+
+
+def evaluation_images(images: list, args: argparse.Namespace) -> list:
+    """The images every backend is evaluated on: without the INT8 files' calibration images when the run
+    has an INT8 backend that runs the network (not --rendered, whose decode-only file has no INT8)."""
+    if args.rendered or not any(PRECISION[name] == "int8" for name in args.backends):
+        return images
+    held_out = calibration_names(args.calib_images)
+    kept = [image for image in images if image.path.name not in held_out]
+    print(f"evaluating every backend on the {len(kept)} of {len(images)} images that are not among the INT8 "
+          f"files' {args.calib_images} calibration images", file=sys.stderr, flush=True)
+    return kept
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rendered", action="store_true",
                         help="decode network outputs rendered from the ground truth instead of running the network (default: run it)")
     parser.add_argument("--limit", type=int, help="only the first N images (sorted by file name) (default: all)")
-    parser.add_argument("--calib-images", type=int, default=8, help="onnx-int8: calibration images (default: 8)")
+    parser.add_argument("--calib-images", type=int, default=8, help="INT8 backends: calibration images, left out of the evaluation (default: 8)")
     parser.add_argument("--grouping", choices=("host", "device"), default="host",
                         help="TensorRT rows: group on the host (refine on the GPU) or all on the GPU; identical "
                              "people (default: host)")
@@ -122,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")
     coco = CocoSet.open(args.coco_root, args.ann)
     is_mini = coco.ann.resolve() == (MINI_SET / "person_keypoints.json").resolve()
-    images = coco.images[: args.limit] if args.limit else coco.images
+    images = evaluation_images(coco.images, args)
+    images = images[: args.limit] if args.limit else images
     if not images:
         raise UserError(f"{coco.ann}: no images")
     from export.zoo import SYNTHETIC_DEFAULT, cli_checkpoint

@@ -14,11 +14,13 @@ from pathlib import Path
 from runtime.errors import UserError
 
 REFERENCE = "torch"
-ONNX_BACKENDS = ("onnx", "onnx-fp16", "onnx-int8")
+ONNX_BACKENDS = ("onnx", "onnx-fp16", "onnx-int8", "onnx-int8-tensorrt")
 TRT_BACKENDS = ("trt-fp32", "trt-fp16", "trt-int8")
 BACKENDS = (REFERENCE, *ONNX_BACKENDS, *TRT_BACKENDS)
-PRECISION = {"torch": "fp32", "onnx": "fp32", "onnx-fp16": "fp16", "onnx-int8": "int8",
+PRECISION = {"torch": "fp32", "onnx": "fp32", "onnx-fp16": "fp16", "onnx-int8": "int8", "onnx-int8-tensorrt": "int8",
              "trt-fp32": "fp32", "trt-fp16": "fp16", "trt-int8": "int8"}
+# The Q/DQ placement (python -m calib --target) of each INT8 ONNX file.
+INT8_TARGET = {"onnx-int8": "onnxruntime", "onnx-int8-tensorrt": "tensorrt"}
 
 CACHE_FORMAT = 1  # bump when the per-image file layout changes: every key changes with it
 

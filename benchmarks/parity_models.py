@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 
 from benchmarks.coco import REPO
-from benchmarks.parity_identity import identity_key
+from benchmarks.parity_identity import INT8_TARGET, identity_key
+from runtime.errors import UserError
 
 
-# The ONNX file each TensorRT engine is built from: precision lives in the file (strongly typed builds).
-TRT_SOURCE = {"trt-fp32": "onnx", "trt-fp16": "onnx-fp16", "trt-int8": "onnx-int8"}
+# The ONNX file each TensorRT engine is built from: precision lives in the file (strongly typed builds),
+# and the INT8 engine's Q/DQ are placed for TensorRT.
+TRT_SOURCE = {"trt-fp32": "onnx", "trt-fp16": "onnx-fp16", "trt-int8": "onnx-int8-tensorrt"}
 
 
 def _export_command(args: argparse.Namespace, precision: str, target: Path) -> list[str]:
@@ -36,8 +38,8 @@ def _run_tool(command: list[str], what: str) -> None:
 def model_file(name: str, args: argparse.Namespace, settings: dict) -> Path:
     """The exported file of an ONNX backend under OUT/models/, made on first use and reused after.
 
-    FP32/FP16 files are named by the hash of their export settings; the INT8 file by the hash of the
-    FP32 file it is quantized from and the calibration settings.
+    FP32/FP16 files are named by the hash of their export settings; an INT8 file by the hash of the
+    FP32 file it is quantized from and the calibration settings (image count and Q/DQ placement).
     """
     from runtime.files import file_sha256
 
@@ -48,14 +50,39 @@ def model_file(name: str, args: argparse.Namespace, settings: dict) -> Path:
     path = models / f"{stem}.{precision}.onnx"
     if not path.is_file():
         _run_tool(_export_command(args, precision, path), f"exporting {name} model to {path} (once)")
-    if name != "onnx-int8":
+    if name not in INT8_TARGET:
         return path
-    source_sha = file_sha256(path)
-    int8 = models / f"{stem}.int8-{identity_key({'source': source_sha, 'images': args.calib_images})}.onnx"
+    calibration = {"source": file_sha256(path), "images": args.calib_images}
+    if INT8_TARGET[name] != "onnxruntime":
+        calibration["target"] = INT8_TARGET[name]
+    int8 = models / f"{stem}.int8-{identity_key(calibration)}.onnx"
     if not int8.is_file():
-        _run_tool([sys.executable, "-m", "calib", "--onnx", str(path), "-o", str(int8), "--images", str(args.calib_images)],
-                  f"calibrating {name} model {int8} on {args.calib_images} images (once)")
+        _run_tool([sys.executable, "-m", "calib", "--onnx", str(path), "-o", str(int8), "--images", str(args.calib_images),
+                   "--target", INT8_TARGET[name]],
+                  f"calibrating {name} model {int8} on {args.calib_images} images, Q/DQ for {INT8_TARGET[name]} (once)")
+    check_held_out(int8, calibration_names(args.calib_images))
     return int8
+
+
+def calibration_names(calib_images: int) -> set[str]:
+    """File names of the images ``python -m calib --images N`` calibrates on (its default folder, the mini
+    COCO val2017 set): a run with INT8 backends evaluates every backend without them."""
+    from calib.dataset import default_calib_dir, list_images
+
+    return {path.name for path in list_images(default_calib_dir(), calib_images)}
+
+
+def check_held_out(model: Path, held_out: set[str]) -> None:
+    """A UserError when an INT8 file records calibration images (``calib.image_names``) the run evaluates on."""
+    import onnx
+
+    from calib.quantize import calibration_image_names
+
+    props = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
+    seen = sorted(calibration_image_names(props) - held_out)
+    if seen:
+        raise UserError(f"{model}: calibrated on {', '.join(seen[:3])}, which this run evaluates on; delete the file "
+                        f"so that it is calibrated again")
 
 
 def engine_file(name: str, args: argparse.Namespace, settings: dict, images: list) -> Path:

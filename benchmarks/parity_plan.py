@@ -55,8 +55,8 @@ def plan_rendered(backend_run: BackendRun, settings: dict, args: argparse.Namesp
             return
         backend_run.identity = decode_only_identity(settings, file_sha256(backend_run.model))
         backend_run.note = (f"decode-only ONNX file {backend_run.model.name} in ONNX Runtime (CPU); one run shared "
-                            "by onnx, onnx-fp16 and onnx-int8, whose decode is the same FP32 graph (FP16/INT8 "
-                            "change only the network)")
+                            "by the ONNX rows, whose decode is the same FP32 graph (FP16/INT8 change only the "
+                            "network)")
 
 
 def plan_backends(args: argparse.Namespace, images: list) -> list[BackendRun]:

@@ -2,7 +2,7 @@
 
 Examples:
   python -m calib --onnx w32.onnx -o w32.int8.onnx                  # 32 mini-COCO images, percentile
-  python -m calib --onnx w32.onnx --method entropy --calib photos/ --images 64 -o w32.int8.onnx
+  python -m calib --onnx w32.onnx --target-sqnr 34 --calib photos/ --images 64 -o w32.int8.onnx  # keep layers float
   python -m calib --onnx w32.onnx --target tensorrt -o w32.trt-int8.onnx  # Q/DQ placed for export.trt
 
 What is written
@@ -14,8 +14,18 @@ the convolutions and Adds as integer operators; ``tensorrt`` on the inputs of th
 Adds only, as NVIDIA's TensorRT guide recommends (calib/placement.py). The decode and the two final
 head layers stay float32 (see calib/quantize.py for why and how). Inputs and outputs do not change
 (uint8 in, float32 out); ``ModelMetadata.precision`` says ``int8`` and ``calib.*`` metadata keys
-record the method, the images, the source file and the target. Either file runs in ONNX Runtime (CPU
-or CUDA) and in a strongly typed TensorRT build.
+record the method, the images (``calib.image_names``: the file names, so that an evaluation can leave
+them out), the source file and the target. Either file runs in ONNX Runtime (CPU or CUDA) and in a
+strongly typed TensorRT build.
+
+Layers kept float by measurement
+--------------------------------
+``--keep-float N`` and ``--target-sqnr DB`` add a sensitivity pass (calib/sensitivity.py): each of the
+network's layer groups (stem, layer1, transitions, the branches and the fuse layers of every
+high-resolution module, the head) is quantized alone and ranked by the output SQNR against FP32 on the
+first ``--sensitivity-images`` calibration images; the most sensitive groups then stay float32 (weights
+and activations), N of them, or the fewest that reach DB. ``calib.keep_float`` records the groups, the
+SQNR they reached and the images measured. Measurements are cached beside the statistics.
 
 Calibration statistics are cached (``--cache-dir``, default ``~/.cache/hrnet-deploy/calib``, or
 ``$HRNET_DEPLOY_CACHE/calib``), keyed by the model's sha256, the method, the images, the Q/DQ
@@ -28,6 +38,7 @@ Exit codes: 0 written and checked, 1 check failed (nothing written), 2 user erro
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -55,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     from calib.dataset import DEFAULT_IMAGES, default_calib_dir
     from calib.placement import DEFAULT_TARGET, TARGETS
     from calib.quantize import DEFAULT_METHOD, METHODS, default_cache_dir
+    from calib.sensitivity import DEFAULT_IMAGES as SENSITIVITY_IMAGES
 
     parser = argparse.ArgumentParser(
         prog="python -m calib",
@@ -75,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "../shared/data/coco_val2017_mini/images)")
     parser.add_argument("--images", type=int, default=DEFAULT_IMAGES, metavar="N",
                         help=f"how many images of --calib, spread evenly over its sorted files (default: {DEFAULT_IMAGES})")
+    parser.add_argument("--keep-float", type=int, metavar="N",
+                        help="keep the N layer groups whose quantization costs the most output SQNR in float32 "
+                             "(measured by a sensitivity pass, calib/sensitivity.py); with --target-sqnr: keep at most N "
+                             "(default: none kept)")
+    parser.add_argument("--target-sqnr", type=float, metavar="DB",
+                        help="keep the fewest most-sensitive layer groups in float32 that bring the heatmap and tags "
+                             "SQNR against FP32 (on the sensitivity images) to DB or above (default: no sensitivity "
+                             "pass, every group quantized)")
+    parser.add_argument("--sensitivity-images", type=int, default=SENSITIVITY_IMAGES, metavar="N",
+                        help=f"how many of the calibration images the sensitivity pass measures on (default: "
+                             f"{SENSITIVITY_IMAGES})")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), metavar="DIR",
                         help="where calibration statistics are cached (default: ~/.cache/hrnet-deploy/calib or "
                              "$HRNET_DEPLOY_CACHE/calib)")
@@ -138,12 +161,16 @@ def run(args: argparse.Namespace) -> int:
            f"per-channel weights)")
     start = time.perf_counter()
     model = q.quantize(source, steps, args.method, cache)
-    violations = q.float_region_violations(model, set(steps.quantize))
+    _stage(f"      ({time.perf_counter() - start:.1f} s)")
+    kept_groups, kept_nodes = None, []
+    if args.keep_float is not None or args.target_sqnr is not None:
+        model, kept_groups, kept_nodes = _keep_sensitive_float(args, source, steps, model, paths, cache)
+    violations = q.float_region_violations(model, set(steps.quantize) - set(kept_nodes))
     if violations:  # keep_float_region guarantees none; a failure here is a bug, not a user error
         raise AssertionError(f"float nodes still read DequantizeLinear outputs: {violations[:3]}")
-    set_metadata(model, q.int8_props(source, args.method, len(paths), images_sha, key, placement))
+    set_metadata(model, q.int8_props(source, args.method, paths, images_sha, key, placement, kept_groups))
     counts = ", ".join(f"{count} {name}" for name, count in q.qdq_summary(model).items())
-    _stage(f"      {counts} ({time.perf_counter() - start:.1f} s)")
+    _stage(f"      {counts}")
     temporary = write_model(model, target)
     try:
         if args.skip_verify:
@@ -181,6 +208,39 @@ def run(args: argparse.Namespace) -> int:
             temporary.unlink()
     _stage(f"wrote {target} ({target.stat().st_size / 1024**2:.1f} MiB, precision int8)")
     return 0
+
+
+def _keep_sensitive_float(args: argparse.Namespace, source, steps, model, paths: list[Path], cache: Path):
+    """The sensitivity pass: rank the layer groups, keep the chosen ones float; returns the model, what
+    was kept (for the metadata) and the kept nodes."""
+    from calib.dataset import image_feed, image_list_digest
+    from calib.sensitivity import SensitivityPass, choose, sensitivity_file
+    from runtime.progress import progress
+
+    if args.sensitivity_images < 1:
+        raise UserError(f"--sensitivity-images {args.sensitivity_images}: give at least 1")
+    if args.target_sqnr is not None and not math.isfinite(args.target_sqnr):
+        raise UserError(f"--target-sqnr {args.target_sqnr}: give a finite number of dB, e.g. 35")
+    images = paths[:args.sensitivity_images]
+    start = time.perf_counter()
+    probe = SensitivityPass(source, model, steps.quantize, [image_feed(p, source.metadata) for p in images],
+                            sensitivity_file(cache, args.method, image_list_digest(images)))
+    _stage(f"      sensitivity pass: {len(probe.groups)} layer groups, each quantized alone, output SQNR against FP32 "
+           f"on {len(images)} calibration image(s) (cached in {probe.cache})")
+    sensitivity = probe.solo(lambda groups: progress(groups, len(groups), "      layer groups", unit="group"))
+    ranking = sensitivity.ranking()
+    shown = ", ".join(f"{g} {sensitivity.solo_db[g]:.1f}" for g in ranking[:6])
+    _stage(f"      most sensitive first (dB when quantized alone): {shown}, ...")
+    count = choose(sensitivity, probe.measure_kept, args.keep_float, args.target_sqnr)
+    measured = ", ".join(f"{k}: {db:.1f} dB" for k, db in sorted(probe.result().kept_db.items()))
+    _stage(f"      SQNR with the k most sensitive groups float, k: {measured}")
+    kept_nodes = probe.kept_nodes(count)
+    model = probe.variant(set(steps.quantize) - set(kept_nodes))
+    kept = {"groups": ranking[:count], "sqnr_db": round(probe.measure_kept(count), 2),
+            "target_sqnr_db": args.target_sqnr, "images": [p.name for p in images]}
+    _stage(f"      keeping {count} layer group(s) float32: {', '.join(ranking[:count]) or 'none'} "
+           f"({kept['sqnr_db']:.1f} dB; {time.perf_counter() - start:.0f} s)")
+    return model, kept, kept_nodes
 
 
 def main(argv: list[str] | None = None) -> int:

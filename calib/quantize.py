@@ -304,7 +304,7 @@ def activation_ranges(cache: Path, method: str) -> dict[str, float]:
 
 def quantize(source: Source, steps: Plan, method: str, cache: Path):
     """Q/DQ model from the cached statistics, placed by ``steps.placement``, decode and final layers float;
-    returns the ModelProto."""
+    returns the ModelProto. ``keep_float_region`` makes variants of it with fewer nodes quantized."""
     import numpy as np
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -325,17 +325,23 @@ def quantize(source: Source, steps: Plan, method: str, cache: Path):
                         calibration_cache_path=str(table))
         model = onnx.load(str(raw))
     release_inputs(model, steps.float_inputs)
-    keep_float_region(model, set(steps.quantize))
+    keep_float_region(model, set(steps.quantize), source.model)
     separate_reader_quantizers(model)
     return model
 
 
-def keep_float_region(model, quantized: set[str]) -> int:
+def keep_float_region(model, quantized: set[str], float_model=None) -> int:
     """Give every node outside ``quantized`` its float inputs back; drop Q/DQ nodes nobody reads.
 
+    Activations come back from the Q they were quantized by. Weights (an int8 initializer behind a
+    DequantizeLinear) come back from ``float_model``, the FP32 graph the model was quantized from,
+    whose node of the same name reads the float tensor; without it only activations are restored.
     Returns how many inputs were rewired.
     """
     producers = {out: node for node in model.graph.node for out in node.output}
+    initializers = {t.name for t in model.graph.initializer}
+    float_nodes = {n.name: n for n in float_model.graph.node} if float_model is not None else {}
+    float_weights = {t.name: t for t in float_model.graph.initializer} if float_model is not None else {}
     rewired = 0
     for node in model.graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") or node.name in quantized:
@@ -345,9 +351,16 @@ def keep_float_region(model, quantized: set[str]) -> int:
             if dq is None or dq.op_type != "DequantizeLinear":
                 continue
             q = producers.get(dq.input[0])
-            if q is None or q.op_type != "QuantizeLinear":
-                continue  # a weight (int8 initializer): only quantized nodes read those
-            node.input[index] = q.input[0]
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[index] = q.input[0]
+            elif dq.input[0] in initializers and node.name in float_nodes:
+                weight = float_nodes[node.name].input[index]
+                if weight not in initializers:
+                    model.graph.initializer.append(float_weights[weight])
+                    initializers.add(weight)
+                node.input[index] = weight
+            else:
+                continue
             rewired += 1
     _drop_unread(model)
     return rewired
@@ -394,19 +407,31 @@ def _drop_unread(model) -> None:
         model.graph.initializer.remove(tensor)
 
 
-def int8_props(source: Source, method: str, images: int, images_sha256: str, key: str,
-               placement: Placement = ONNXRUNTIME) -> dict[str, str]:
-    """The source's metadata with ``precision`` int8, plus what the calibration and the placement were."""
+def int8_props(source: Source, method: str, images: list[Path], images_sha256: str, key: str,
+               placement: Placement = ONNXRUNTIME, keep_float: dict | None = None) -> dict[str, str]:
+    """The source's metadata with ``precision`` int8, plus what the calibration and the placement were.
+
+    ``calib.image_names`` lists the calibration images (file names, in order) so that an evaluation can
+    leave them out; ``keep_float`` (from the sensitivity pass) is recorded as ``calib.keep_float``.
+    """
     import onnxruntime
 
     props = {k: v for k, v in source.props.items() if not k.startswith("hrnet_deploy.")}
     props.update(replace(source.metadata, precision="int8").to_props())
     props.update({"calib.method": method, "calib.options": json.dumps(METHOD_OPTIONS[method], sort_keys=True),
-                  "calib.images": str(images), "calib.images_sha256": images_sha256,
+                  "calib.images": str(len(images)), "calib.images_sha256": images_sha256,
+                  "calib.image_names": json.dumps([Path(p).name for p in images]),
                   "calib.source_sha256": source.sha256, "calib.cache_key": key,
                   "calib.onnxruntime_version": onnxruntime.__version__,
                   "calib.quantized_op_types": ",".join(placement.op_types), TARGET_KEY: placement.target})
+    if keep_float is not None:
+        props["calib.keep_float"] = json.dumps(keep_float, sort_keys=True)
     return props
+
+
+def calibration_image_names(props: dict[str, str]) -> set[str]:
+    """The file names an INT8 file was calibrated on (``calib.image_names``); empty for other files."""
+    return set(json.loads(props.get("calib.image_names", "[]")))
 
 
 def qdq_summary(model) -> dict[str, int]:

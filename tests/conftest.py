@@ -58,6 +58,20 @@ def run_main(function, argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def made_up_statistics(path: Path, activations: list[str]) -> Path:
+    """A calibration statistics cache with a made-up largest |x| per tensor (1 .. 7, by name order), so
+    that tests of what calib writes need no calibration run; minmax takes it as the range."""
+    from calib.statistics import StreamingStatistics, range_exponent
+
+    statistics = StreamingStatistics(activations)
+    for i, name in enumerate(sorted(activations)):
+        stats = statistics.tensors[name]
+        stats.amax = float(1 + i % 7)
+        stats.exponent = range_exponent(stats.amax)
+    statistics.save(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def w32_fp32_file(tmp_path_factory) -> Path:
     """HigherHRNet-W32 synthetic:0 exported once to FP32 ONNX (read only: the source of the INT8 tests)."""

@@ -224,6 +224,44 @@ def test_backend_keys_depend_only_on_their_own_settings():
         assert changed == set(reference), setting
 
 
+def test_int8_runs_leave_the_calibration_images_out(tmp_path, capsys):
+    """A run with an INT8 backend (onnx-int8, onnx-int8-tensorrt, trt-int8) evaluates every backend
+    without the images ``python -m calib --images N`` calibrates on, by file name; a run without one,
+    or --rendered (no INT8 network), keeps every image. An INT8 file that records an image the run
+    evaluates is refused. Mutations tried: ``evaluation_images`` returning its images unchanged, and
+    ``check_held_out`` comparing with an empty set: each fails this test."""
+    import onnx
+
+    from benchmarks.coco import CocoSet
+    from benchmarks.parity_models import calibration_names, check_held_out
+    from calib.dataset import list_images
+    from runtime.errors import UserError
+
+    images = CocoSet.open().images
+    names = {path.name for path in list_images(need(MINI / "images"), 8)}
+    assert calibration_names(8) == names and len(names) == 8
+
+    def evaluated(*flags: str) -> list[str]:
+        args = parity.build_parser().parse_args(["--out", str(tmp_path), *flags])
+        return [image.path.name for image in parity.evaluation_images(images, args)]
+
+    every = [image.path.name for image in images]
+    for backend in ("onnx-int8", "onnx-int8-tensorrt", "trt-int8"):
+        assert evaluated("--backends", f"torch,{backend}") == [name for name in every if name not in names]
+    assert "are not among the INT8 files' 8 calibration images" in capsys.readouterr().err
+    assert len(evaluated("--backends", "torch,onnx-int8", "--calib-images", "4")) == len(every) - 4
+    assert evaluated("--backends", "torch,onnx,onnx-fp16") == every
+    assert evaluated("--rendered", "--backends", "torch,onnx-int8") == every
+
+    model = onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], []))
+    onnx.helper.set_model_props(model, {"calib.image_names": json.dumps(sorted(names))})
+    path = tmp_path / "int8.onnx"
+    onnx.save(model, str(path))
+    check_held_out(path, names)
+    with pytest.raises(UserError, match=f"calibrated on {sorted(names)[0]}, which this run evaluates on"):
+        check_held_out(path, names - {sorted(names)[0]})
+
+
 def test_unavailable_backends_are_listed_with_the_reason(tmp_path, capsys):
     report = run_parity(tmp_path, "--limit", "1", "--backends", "torch,onnx,trt-fp32,trt-int8")
     rows = {row["name"]: row for row in report["backends"]}

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import MINI, REPO, need
+from tests.conftest import MINI, REPO, made_up_statistics, need
 from tests.conftest import run_main as _main
 
 onnx = pytest.importorskip("onnx")
@@ -68,28 +68,15 @@ def source(fp32_file):
     return q.open_source(fp32_file)
 
 
-def _fake_cache(path: Path, activations: list[str]) -> Path:
-    """A statistics cache with a made-up largest |x| per tensor (1 .. 7, by name order): the minmax range."""
-    from calib.statistics import StreamingStatistics, range_exponent
-
-    statistics = StreamingStatistics(activations)
-    for i, name in enumerate(sorted(activations)):
-        stats = statistics.tensors[name]
-        stats.amax = float(1 + i % 7)
-        stats.exponent = range_exponent(stats.amax)
-    statistics.save(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def placed(folder, source) -> dict[str, tuple]:
     """Per target: (Plan, quantized ModelProto with the INT8 metadata, the file written)."""
     result = {}
     for target, placement in PLACEMENTS.items():
         steps = q.plan(source.model, placement=placement)
-        cache = _fake_cache(folder / f"ranges-{target}.npz", steps.activations)
+        cache = made_up_statistics(folder / f"ranges-{target}.npz", steps.activations)
         model = q.quantize(source, steps, "minmax", cache)
-        exporter.set_metadata(model, q.int8_props(source, "minmax", 0, "none", "fake", placement))
+        exporter.set_metadata(model, q.int8_props(source, "minmax", [], "none", "fake", placement))
         path = folder / f"w32.{target}.fake.onnx"
         onnx.save_model(model, str(path))
         result[target] = (steps, model, path)
