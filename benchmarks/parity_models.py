@@ -15,7 +15,6 @@ from benchmarks.coco import REPO
 from benchmarks.parity_identity import INT8_TARGET, identity_key
 from runtime.errors import UserError
 
-
 # The ONNX file each TensorRT engine is built from: precision lives in the file (strongly typed builds),
 # and the INT8 engine's Q/DQ are placed for TensorRT.
 TRT_SOURCE = {"trt-fp32": "onnx", "trt-fp16": "onnx-fp16", "trt-int8": "onnx-int8-tensorrt"}

@@ -117,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
     require("onnx", "export")
     require("onnxruntime", "export")
     from calib import quantize as q
-    from calib.placement import PLACEMENTS
     from calib.dataset import image_list_digest, list_images
+    from calib.placement import PLACEMENTS
     from export.onnx import set_metadata, write_model
     from export.verify import compare_precision, prepared_feed
     from runtime.progress import progress

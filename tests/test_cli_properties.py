@@ -169,6 +169,16 @@ def test_soak_arguments(workdir, monkeypatch, argv):
     outcome(soak.main, argv)
 
 
+@PROPERTY
+@given(flag_values({"--fp32": names, "--int8": names, "--images": number_text, "--rounds": number_text}))
+def test_int8_isa_arguments(workdir, monkeypatch, argv):
+    from benchmarks import int8_isa
+
+    monkeypatch.setattr("calib.ort_cpu.optimized_op_counts", stop)
+    monkeypatch.setattr(int8_isa, "child", stop)
+    outcome(int8_isa.main, argv)
+
+
 # ----------------------------------------------------------------------------------------------
 # The image reader
 

@@ -31,13 +31,20 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
-import calib.__main__ as calib_cli  # noqa: E402
-from calib import quantize as q  # noqa: E402
-from calib.dataset import image_list_digest, list_images  # noqa: E402
-from calib.placement import ONNXRUNTIME  # noqa: E402
-from calib.sensitivity import (Sensitivity, SensitivityPass, choose, layer_group, layer_groups,  # noqa: E402
-                               output_sqnr, sensitivity_file)
-from runtime.errors import UserError  # noqa: E402
+import calib.__main__ as calib_cli
+from calib import quantize as q
+from calib.dataset import image_list_digest, list_images
+from calib.placement import ONNXRUNTIME
+from calib.sensitivity import (
+    Sensitivity,
+    SensitivityPass,
+    choose,
+    layer_group,
+    layer_groups,
+    output_sqnr,
+    sensitivity_file,
+)
+from runtime.errors import UserError
 
 W32_GROUPS = ["stem", "layer1", "transition1", "stage2.0.branches", "stage2.0.fuse", "transition2",
               *[f"stage3.{m}.{part}" for m in range(4) for part in ("branches", "fuse")], "transition3",
@@ -203,7 +210,7 @@ def test_cli_keeps_the_most_sensitive_groups(source, steps, tmp_path):
 def test_cli_target_out_of_reach_is_one_line(source, steps, tmp_path):
     _made_up_sensitivity(source, steps, tmp_path / "cache")
     target = tmp_path / "w32.target.onnx"
-    code, out, err = run_main(calib_cli.main, ["--onnx", str(source.path), "--method", "minmax", "--images", "1",
+    code, _, err = run_main(calib_cli.main, ["--onnx", str(source.path), "--method", "minmax", "--images", "1",
                                                "--sensitivity-images", "1", "--target-sqnr", "31", "--keep-float", "1",
                                                "--skip-verify", "--cache-dir", str(tmp_path / "cache"),
                                                "-o", str(target)])
