@@ -13,6 +13,7 @@ from pathlib import Path
 
 from benchmarks.coco import REPO
 from benchmarks.parity_identity import INT8_TARGET, identity_key
+from calib.placement import DEFAULT_TARGET
 from runtime.errors import UserError
 
 # The ONNX file each TensorRT engine is built from: precision lives in the file (strongly typed builds),
@@ -52,7 +53,7 @@ def model_file(name: str, args: argparse.Namespace, settings: dict) -> Path:
     if name not in INT8_TARGET:
         return path
     calibration = {"source": file_sha256(path), "images": args.calib_images}
-    if INT8_TARGET[name] != "onnxruntime":
+    if INT8_TARGET[name] != DEFAULT_TARGET:
         calibration["target"] = INT8_TARGET[name]
     int8 = models / f"{stem}.int8-{identity_key(calibration)}.onnx"
     if not int8.is_file():
@@ -73,12 +74,10 @@ def calibration_names(calib_images: int) -> set[str]:
 
 def check_held_out(model: Path, held_out: set[str]) -> None:
     """A UserError when an INT8 file records calibration images (``calib.image_names``) the run evaluates on."""
-    import onnx
-
     from calib.quantize import calibration_image_names
+    from runtime.metadata import file_props
 
-    props = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
-    seen = sorted(calibration_image_names(props) - held_out)
+    seen = sorted(calibration_image_names(file_props(model)) - held_out)
     if seen:
         raise UserError(f"{model}: calibrated on {', '.join(seen[:3])}, which this run evaluates on; delete the file "
                         f"so that it is calibrated again")

@@ -48,7 +48,9 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from calib.placement import DEFAULT_TARGET  # noqa: E402
 from runtime.errors import UserError  # noqa: E402
+from runtime.metadata import file_props  # noqa: E402
 
 # COCO keypoint OKS constants (pycocotools' sigmas, nose ... right ankle).
 SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10.0
@@ -69,13 +71,13 @@ class Int8Variant:
     """One INT8 row: calibration method, Q/DQ placement and the sensitivity pass's choice (if any)."""
 
     method: str
-    target: str = "onnxruntime"
+    target: str = DEFAULT_TARGET
     keep_float: int | None = None
     target_sqnr: float | None = None
 
     def file_name(self, calib_images: int) -> str:
         parts = [self.method, str(calib_images)]
-        if self.target != "onnxruntime":
+        if self.target != DEFAULT_TARGET:
             parts.append(self.target)
         if self.keep_float is not None:
             parts.append(f"keep{self.keep_float}")
@@ -93,7 +95,7 @@ class Int8Variant:
 
     def label(self, calib_images: int, kept: dict | None) -> str:
         text = f"INT8 {self.method}, {calib_images} images"
-        if self.target != "onnxruntime":
+        if self.target != DEFAULT_TARGET:
             text += f", {self.target} placement"
         if self.target_sqnr is not None:
             text += f", target {self.target_sqnr:g} dB"
@@ -108,7 +110,7 @@ def int8_variants(methods: list[str], targets: list[str], keep_float: list[int],
     """Every method (default placement), every other target (first method), then the sensitivity rows."""
     first = methods[0]
     rows = [Int8Variant(method) for method in methods]
-    rows += [Int8Variant(first, target=target) for target in targets if target != "onnxruntime"]
+    rows += [Int8Variant(first, target=target) for target in targets if target != DEFAULT_TARGET]
     rows += [Int8Variant(first, keep_float=count) for count in keep_float]
     if target_sqnr is not None:
         rows.append(Int8Variant(first, target_sqnr=target_sqnr))
@@ -216,13 +218,6 @@ class Tally:
     moved: int = 0
     joints: int = 0
     seconds: float = 0.0
-
-
-def file_props(path: Path) -> dict[str, str]:
-    """A model file's ``metadata_props`` (the graph's weights are not kept)."""
-    import onnx
-
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 def _comma_list(text: str, choices: tuple[str, ...], flag: str) -> list[str]:
@@ -342,7 +337,6 @@ def run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from calib.dataset import DEFAULT_IMAGES, default_calib_dir
-    from calib.placement import DEFAULT_TARGET
     from calib.quantize import DEFAULT_METHOD
 
     parser = argparse.ArgumentParser(prog="python benchmarks/precision.py", description=__doc__.split("\n\n")[0],

@@ -111,6 +111,13 @@ class FileFacts:
     props: dict[str, str]  # hrnet_deploy.*, export.*, calib.* entries as written
 
 
+def file_props(path) -> dict[str, str]:
+    """The ``metadata_props`` of the ONNX file at ``path``, as written (onnx is imported only here)."""
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
 def read_props(props: dict[str, str], where: str, fix: str = "re-export it with python -m export.onnx") -> FileFacts:
     """Parse a file's ``metadata_props`` however they are read (onnx, ONNX Runtime, a sidecar).
 
