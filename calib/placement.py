@@ -2,13 +2,21 @@
 
 The two runtimes turn the same kind of Q/DQ file into integer kernels by different rules, so the
 placement that makes one fast is not the one the other's documentation asks for. Both keep the
-decode and the two final head layers float32 (``calib.quantize``), quantize symmetrically with
-per-channel int8 weights, and differ only in which tensors of the network get a Q→DQ pair.
+decode and the two final head layers float32 (``calib.quantize``) and quantize weights per channel,
+symmetric int8; they differ in which tensors of the network get a Q→DQ pair and in the activations'
+type (symmetric int8 for TensorRT, uint8 for ONNX Runtime).
 
 ``onnxruntime`` (default)
     Q/DQ on the inputs *and* outputs of Conv, Add, Relu and nearest Resize, so that ONNX Runtime's
     CPU provider finds the whole units ``DQ, DQ(w) → Conv → Q`` and ``DQ, DQ → Add → Q`` that it
     replaces by QLinearConv and QLinearAdd (see calib/quantize.py for the details and measurements).
+    Activations are uint8, the type ONNX Runtime's x86 integer kernels take (u8 activations × s8
+    weights), so no int8→uint8 conversion is needed and one Q may feed several DQs. A quantized
+    Relu's input and output are quantized over ``[0, t]`` with zero point 0, the type's minimum:
+    the Q on the convolution's (or Add's) output then clamps at zero exactly as the Relu does, so
+    ``calib.quantize.fold_relus`` takes the Relu and its second Q out (no float Relu is left
+    between QLinearConv / QLinearAdd nodes), and the non-negative values get all 256 codes.
+    Other activations are symmetric (zero point 128).
 
 ``tensorrt``
     The layer-placement recommendations of the TensorRT Developer Guide, section "Working with
@@ -60,9 +68,18 @@ class Placement:
     float_output: tuple[str, ...]  # quantized nodes whose output stays float (no Q on it)
     shared_scale: tuple[str, ...]  # quantized nodes whose output reuses its input's scale (no statistics)
     float_fusion_partner: bool  # an Add keeps its fusion partner's input float (see fusion_partner)
+    activations: str = "int8"  # the activations' 8-bit type: "int8" (symmetric) or "uint8"
+    zero_based_relu: bool = False  # a quantized Relu's tensors get the range [0, t] and the Relu is folded away
+
+    @property
+    def one_quantizer_per_reader(self) -> bool:
+        """Whether each reader of a tensor gets a Q→DQ pair of its own (int8 activations; see calib.quantize)."""
+        return self.activations == "int8"
 
     def key(self) -> dict:
-        """The placement as JSON-ready values (part of the calibration cache key)."""
+        """What of the placement decides which tensors are measured, as JSON-ready values (part of the
+        calibration cache key); the activation type and the ReLU ranges only change how the measured
+        thresholds become scales, so statistics serve either."""
         return {"target": self.target, "op_types": list(self.op_types), "pass_through": list(self.pass_through),
                 "float_output": list(self.float_output), "shared_scale": list(self.shared_scale),
                 "float_fusion_partner": self.float_fusion_partner}
@@ -77,6 +94,8 @@ ONNXRUNTIME = Placement(
     float_output=("ConvTranspose",),
     shared_scale=("Resize",),
     float_fusion_partner=False,
+    activations="uint8",
+    zero_based_relu=True,
 )
 TENSORRT = Placement(
     target="tensorrt",

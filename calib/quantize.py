@@ -33,21 +33,24 @@ Why outputs too: ONNX Runtime's CPU provider computes in integers only where a w
 quantized — it replaces ``DQ(x), DQ(w) → Conv → Q`` by ``QLinearConv`` and ``DQ, DQ → Add → Q`` by
 ``QLinearAdd``, and drops the Q/DQ around the Resize; a Conv with Q/DQ on its inputs only is
 dequantized and convolved in float (an inputs-only file took 1.13× the FP32 graph time). Relu has no
-integer kernel there and runs in float between its DQ and Q. TensorRT takes Q/DQ on outputs as
+integer kernel there; with the ``onnxruntime`` placement's zero-based ranges the Q before it already
+clamps at zero and ``fold_relus`` removes it (see calib.placement). TensorRT takes Q/DQ on outputs as
 well (its guide shows a convolution and an element-wise Add each fused with the Q after them). Its
 placement advice would leave no Q/DQ between a convolution and its ReLU, which ONNX Runtime needs;
 that placement is ``--target tensorrt``, and what either costs in a TensorRT engine is not measured here
 (no TensorRT on these machines).
 
-One Q→DQ pair per reading node (``DedicatedQDQPair``), all with the tensor's scale: on x86 ONNX
-Runtime converts an int8 pair to uint8 (what its integer kernels take) only where the Q feeds a
-single DQ, so a tensor read by a convolution and a residual Add needs two quantizers, and
-``separate_reader_quantizers`` keeps ONNX Runtime from merging them again.
+With int8 activations (``tensorrt``), one Q→DQ pair per reading node (``DedicatedQDQPair``), all
+with the tensor's scale: on x86 ONNX Runtime converts an int8 pair to uint8 (what its integer
+kernels take) only where the Q feeds a single DQ, so a tensor read by a convolution and a residual
+Add needs two quantizers, and ``separate_reader_quantizers`` keeps ONNX Runtime from merging them
+again. The ``onnxruntime`` placement quantizes activations to uint8 directly: one Q per tensor.
 
 Q/DQ format (what TensorRT's explicit quantization takes, TensorRT 10 "Working with quantized types")
 ------------------------------------------------------------------------------------------------------
-* ``QuantFormat.QDQ``; activations and weights ``QInt8`` and symmetric (zero point 0 —
-  ``ActivationSymmetric``/``WeightSymmetric``), activations per tensor; weights per output channel
+* ``QuantFormat.QDQ``; weights ``QInt8`` and symmetric (zero point 0, ``WeightSymmetric``); activations
+  per tensor, ``QInt8`` and symmetric for ``tensorrt`` (``ActivationSymmetric``), ``QUInt8`` for
+  ``onnxruntime`` (zero point 128, or 0 on the zero-based ReLU tensors); weights per output channel
   (axis 0 for Conv, axis 1 for ConvTranspose, whose weight layout is ``[in, out, kh, kw]``), stored
   as int8 initializers read by a DequantizeLinear.
 * Bias left float (``QuantizeBias=False``): the TensorRT ONNX parser takes DequantizeLinear on 8-bit
@@ -64,8 +67,8 @@ Statistics come from real images through the runtime preprocessing (``calib.data
 a time, over exactly the tensors the quantizer needs (the float inputs and outputs of the nodes
 above, bar a Resize's output). The graph runs in pieces (``calib.pieces``) and every tensor is folded
 into a running maximum and a 2048-bin histogram of |x| as it is produced (``calib.statistics``), so
-memory holds one piece's tensors of one image, never all ~740 of them. One pass serves every method
-(all symmetric, as the Q/DQ are):
+memory holds one piece's tensors of one image, never all ~740 of them. One pass serves every method,
+each giving a threshold t on |x| (the range [-t, t], or [0, t] for the zero-based ReLU tensors):
 
 * ``percentile`` (default): the range at the 99.999th percentile of |x|: robust to the few extreme
   activations a handful of images produce;
@@ -114,7 +117,6 @@ QUANTIZER_OPTIONS = {
     "WeightSymmetric": True,
     "QuantizeBias": False,
     "AddQDQPairToWeight": False,
-    "DedicatedQDQPair": True,
     "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
 }
 CACHE_FORMAT = 3  # bump when what the cache holds changes meaning
@@ -292,7 +294,7 @@ def calibrate(source: Source, steps: Plan, paths: Iterable[Path], cache: Path) -
 
 
 def activation_ranges(cache: Path, method: str) -> dict[str, float]:
-    """Each activation's symmetric int8 threshold by ``method``, from the cached statistics."""
+    """Each activation's threshold on |x| by ``method``, from the cached statistics."""
     from calib.statistics import StreamingStatistics
 
     return StreamingStatistics.load(cache).thresholds(method, **METHOD_OPTIONS[method])
@@ -304,23 +306,29 @@ def activation_ranges(cache: Path, method: str) -> dict[str, float]:
 
 def quantize(source: Source, steps: Plan, method: str, cache: Path):
     """Q/DQ model from the cached statistics, placed by ``steps.placement``, decode and final layers float;
-    returns the ModelProto. ``keep_float_region`` makes variants of it with fewer nodes quantized."""
+    returns the ModelProto. ``keep_float_region`` makes variants of it with fewer nodes quantized;
+    ``fold_relus`` is the last step of any variant, once its float region is settled."""
     import numpy as np
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
     thresholds = activation_ranges(cache, method)
-    ranges = TensorsData(CalibrationMethod.MinMax, {name: TensorData(lowest=np.float32(-t), highest=np.float32(t))
-                                                     for name, t in thresholds.items()})
+    zero_based = relu_tensors(source.model, steps) if steps.placement.zero_based_relu else set()
+    ranges = TensorsData(CalibrationMethod.MinMax,
+                         {name: TensorData(lowest=np.float32(0.0 if name in zero_based else -t), highest=np.float32(t))
+                          for name, t in thresholds.items()})
+    overrides = {name: [{"symmetric": False}] for name in sorted(zero_based) if name in thresholds}
+    activation_type = QuantType.QInt8 if steps.placement.activations == "int8" else QuantType.QUInt8
     with tempfile.TemporaryDirectory(prefix="hrnet-quant-") as folder, _quiet():
         raw, table = Path(folder) / "quantized.onnx", Path(folder) / "ranges.json"
         save_tensors_data(ranges, table)  # quantize_static reads given ranges only from such a file
         quantize_static(source.model, str(raw), None, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(steps.placement.op_types), per_channel=True, reduce_range=False,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        activation_type=activation_type, weight_type=QuantType.QInt8,
                         nodes_to_quantize=steps.quantize, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={**QUANTIZER_OPTIONS,
+                        extra_options={**QUANTIZER_OPTIONS, "TensorQuantOverrides": overrides,
+                                       "DedicatedQDQPair": steps.placement.one_quantizer_per_reader,
                                        "OpTypesToExcludeOutputQuantization": list(steps.placement.float_output)},
                         calibration_cache_path=str(table))
         model = onnx.load(str(raw))
@@ -328,6 +336,28 @@ def quantize(source: Source, steps: Plan, method: str, cache: Path):
     keep_float_region(model, set(steps.quantize), source.model)
     separate_reader_quantizers(model)
     return model
+
+
+def relu_tensors(model, steps: Plan) -> set[str]:
+    """The tensors quantized over ``[0, t]`` (``Placement.zero_based_relu``): each quantized Relu's output,
+    and its input where the Relu is the only reader.
+
+    ONNX Runtime's quantizer gives a Relu's sole-reader input the Relu output's range, so with the zero point
+    at the type's minimum the Q on the convolution's (or Add's) output clamps at zero exactly as the Relu
+    does (what ``fold_relus`` relies on); an input read by other nodes too keeps its own symmetric range.
+    """
+    quantized = set(steps.quantize)
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    tensors = set()
+    for node in model.graph.node:
+        if node.op_type == "Relu" and node.name in quantized:
+            tensors.add(node.output[0])
+            if readers.get(node.input[0]) == 1:
+                tensors.add(node.input[0])
+    return tensors
 
 
 def keep_float_region(model, quantized: set[str], float_model=None) -> int:
@@ -366,10 +396,61 @@ def keep_float_region(model, quantized: set[str], float_model=None) -> int:
     return rewired
 
 
+def fold_relus(model) -> int:
+    """Remove each Relu that reads ``DQ(Q(x))`` with the zero point at its type's minimum; returns how many.
+
+    Such a DQ yields no negative value, so the Relu returns its input unchanged, and a Q after it with
+    the same scale and zero point returns the Q before it (dequantizing and quantizing with one scale
+    gives the integer back). When every reader of the Relu is such a Q, the Relu and those Qs go, and
+    their readers read the first Q: the graph computes the same numbers without the float Relu and the
+    dequantize/quantize pass around it that ONNX Runtime would otherwise run between two integer
+    operators. A Relu read by a float node (the final layers) stays. Run it after ``keep_float_region``:
+    a float region chosen later would be handed the Relu's unclamped input.
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+
+    def params(q):
+        zero = constants.get(q.input[2]) if len(q.input) > 2 else None
+        scale = constants.get(q.input[1])
+        return None if zero is None or scale is None else (scale.tobytes(), zero.dtype.str, zero.tobytes())
+
+    folded = []
+    for relu in [n for n in model.graph.node if n.op_type == "Relu"]:
+        dq = producers.get(relu.input[0])
+        q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear" or params(q) is None or relu.output[0] in outputs:
+            continue
+        zero = constants[q.input[2]]
+        if zero.shape != () or zero != np.iinfo(zero.dtype).min:
+            continue
+        after = readers.get(relu.output[0], [])
+        if not after or any(r.op_type != "QuantizeLinear" or params(r) != params(q) for r in after):
+            continue
+        for second in after:
+            for reader in readers.get(second.output[0], []):
+                reader.input[:] = [q.output[0] if name == second.output[0] else name for name in reader.input]
+        folded.append(relu)
+        folded.extend(after)
+    for node in folded:
+        model.graph.node.remove(node)
+    _drop_unread(model)
+    return sum(n.op_type == "Relu" for n in folded)
+
+
 def separate_reader_quantizers(model) -> int:
     """Mark the QuantizeLinear nodes of a tensor read by several quantized nodes with distinct ``axis`` values.
 
-    Each reader has its own Q→DQ pair (``DedicatedQDQPair``). On x86, ONNX Runtime turns an int8 Q→DQ pair into
+    With int8 activations (the ``tensorrt`` placement) each reader has its own Q→DQ pair (``DedicatedQDQPair``);
+    uint8 ones have one Q per tensor and nothing to mark. On x86, ONNX Runtime turns an int8 Q→DQ pair into
     uint8 (what its integer kernels take) only where the Q feeds exactly one DQ, and its common-subexpression
     elimination would first merge identical quantizers of one tensor into a Q feeding several DQs: those readers
     would then convolve and add in float. The axis values (meaningless for per-tensor scales) keep the nodes

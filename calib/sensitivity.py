@@ -18,9 +18,9 @@ The sensitivity images are the first images of the calibration list, so the choi
 evaluation image. The solo SQNRs and every measured count are written to a JSON file beside the
 calibration statistics (keyed by them, the method and the images), so a rerun measures nothing again.
 
-Every variant is made by ``calib.quantize.keep_float_region`` from the one fully quantized model, the
-same function that makes the file that is written; they run in ONNX Runtime on the CPU with its full
-graph optimizations, as the runtime does.
+Every variant is made by ``calib.quantize.keep_float_region`` (then ``fold_relus``) from the one
+fully quantized model, the same functions that make the file that is written; they run in ONNX
+Runtime on the CPU with its full graph optimizations, as the runtime does.
 """
 from __future__ import annotations
 
@@ -169,11 +169,12 @@ class SensitivityPass:
         """The fully quantized model with every node outside ``quantized`` float again (a copy)."""
         import onnx
 
-        from calib.quantize import keep_float_region
+        from calib.quantize import fold_relus, keep_float_region
 
         copy = onnx.ModelProto()
         copy.CopyFrom(self.model)
         keep_float_region(copy, quantized, self.source.model)
+        fold_relus(copy)
         return copy
 
     def sqnr(self, quantized: set[str]) -> float:

@@ -13,7 +13,8 @@ histogram of all N images' values taken at once with the final range, whatever t
 images — which the tests check against ``np.bincount`` over the concatenated values. Half of the bins
 or more cover observed values (the maximum lies in the upper half of the range).
 
-From ``(amax, histogram)`` every method's symmetric threshold ``t`` (the int8 range is ``[-t, t]``):
+From ``(amax, histogram)`` every method's threshold ``t`` on |x| (the quantized range is ``[-t, t]``, or
+``[0, t]`` for the tensors around a folded ReLU, calib.quantize):
 
 * ``minmax``: ``amax``;
 * ``percentile``: the upper edge of the first bin at which at least ``percentile`` % of all values have

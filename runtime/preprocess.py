@@ -19,9 +19,11 @@ import numpy as np
 from runtime.errors import UserError
 from runtime.metadata import DecodeConfig
 
-# Sides we agree to decode: beyond the largest the warp is pointless for a 512/640 network and the
-# decoded buffer alone takes gigabytes; below the smallest there is nothing to find.
+# Sizes we agree to decode: beyond the largest side or pixel count the warp is pointless for a 512/640
+# network and the decoded buffers take gigabytes (2**27 px: 384 MiB of BGR, as much again for the RGB
+# copy); below the smallest side there is nothing to find.
 MAX_IMAGE_SIDE = 16384
+MAX_IMAGE_PIXELS = 2**27
 MIN_IMAGE_SIDE = 8
 
 
@@ -112,6 +114,64 @@ def _decoder_quiet():
         os.close(saved)
 
 
+def _jpeg_frame_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of a JPEG's first frame header (SOFn), walking the marker segments before the
+    first scan; None when there is none to read."""
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker == 0xDA:  # start of scan: no frame header before it
+            return None
+        length = int.from_bytes(data[at + 2:at + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and at + 9 <= len(data):
+            return int.from_bytes(data[at + 7:at + 9], "big"), int.from_bytes(data[at + 5:at + 7], "big")
+        at += 2 + length
+    return None
+
+
+def _png_chunks_fit(data: bytes) -> bool:
+    """False when a PNG chunk claims more bytes than the file holds: OpenCV's PNG reader allocates a
+    chunk's stated length before reading it, so a 200-byte file could ask for gigabytes."""
+    at = 8
+    while at + 8 <= len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        if at + 12 + length > len(data):
+            return False
+        if data[at + 4:at + 8] == b"IEND":
+            break
+        at += 12 + length
+    return True
+
+
+def _declared_size(data: np.ndarray) -> tuple[int, int] | None:
+    """``(width, height)`` as a JPEG, PNG or BMP header states it, None for other formats.
+
+    A decoder allocates for the size its header claims (OpenCV decodes PNG and BMP in full even for a
+    reduced read; libjpeg keeps whole-image coefficient buffers for progressive files), so a header
+    that claims a huge image is refused before any decoding.
+    """
+    if data[:2].tobytes() == b"\xff\xd8":
+        return _jpeg_frame_size(data[:1 << 20].tobytes())
+    head = data[:26].tobytes()
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:2] == b"BM" and len(head) >= 26:
+        return (abs(int.from_bytes(head[18:22], "little", signed=True)),
+                abs(int.from_bytes(head[22:26], "little", signed=True)))
+    return None
+
+
+def _check_size(path: Path, width: int, height: int) -> None:
+    if max(width, height) > MAX_IMAGE_SIDE:
+        raise UserError(f"{path}: image is larger than {MAX_IMAGE_SIDE} px on a side; downscale it first")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise UserError(f"{path}: image is about {width}x{height} px, larger than {MAX_IMAGE_PIXELS // 2**20} "
+                        f"megapixels (2**20 px); downscale it first")
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file to RGB uint8 ``[h, w, 3]`` as the reference does (OpenCV ``IMREAD_COLOR``).
 
@@ -127,6 +187,11 @@ def read_image(path: str | Path) -> np.ndarray:
     if data.size == 0:
         raise UserError(f"{path}: file is empty; give a JPEG or PNG image")
     unreadable = f"{path}: not a readable image (corrupt or unsupported format); give a JPEG or PNG image"
+    if data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and not _png_chunks_fit(data.tobytes()):
+        raise UserError(unreadable)
+    declared = _declared_size(data)
+    if declared is not None:
+        _check_size(path, *declared)
     try:
         # A 1/8-size decode is cheap for JPEG and tells the size before a huge buffer is allocated.
         # (OpenCV cannot shrink images under 8 px; those decode in full below.)
@@ -136,8 +201,8 @@ def read_image(path: str | Path) -> np.ndarray:
         preview = np.zeros((1, 1), np.uint8)
     if preview is None:
         raise UserError(unreadable)
-    if max(preview.shape) > MAX_IMAGE_SIDE // 8:
-        raise UserError(f"{path}: image is larger than {MAX_IMAGE_SIDE} px on a side; downscale it first")
+    if declared is None:  # the preview has one pixel per 8 x 8 block
+        _check_size(path, 8 * preview.shape[1], 8 * preview.shape[0])
     try:
         with _decoder_quiet():
             image = cv2.imdecode(data, cv2.IMREAD_COLOR)

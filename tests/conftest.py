@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import resource
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,33 @@ MINI = SHARED / "data" / "coco_val2017_mini"
 TERMINAL_REPORT: list[tuple[str, list[str]]] = []
 
 
+# Where the suite's peak memory comes from: after each test, the peak RSS of this process and of the largest
+# child process waited for so far (Linux reports KiB); each rise is charged to the test during which it
+# happened (module fixtures to the first test that uses them).
+_PEAK_KIB = {"pytest process": 0, "largest child": 0}
+_PEAK_RISES: list[tuple[int, int, str, str]] = []  # (rise KiB, peak KiB, whose, test)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    yield
+    for whose, usage in (("pytest process", resource.RUSAGE_SELF), ("largest child", resource.RUSAGE_CHILDREN)):
+        peak = resource.getrusage(usage).ru_maxrss
+        if peak > _PEAK_KIB[whose]:
+            _PEAK_RISES.append((peak - _PEAK_KIB[whose], peak, whose, item.nodeid))
+            _PEAK_KIB[whose] = peak
+
+
+def _peak_memory_lines(shown: int = 8) -> list[str]:
+    lines = [f"peak RSS: pytest process {_PEAK_KIB['pytest process'] / 2**20:.2f} GiB, largest child process "
+             f"{_PEAK_KIB['largest child'] / 2**20:.2f} GiB; the tests during which a peak rose most:"]
+    for rise, peak, whose, test in sorted(_PEAK_RISES, reverse=True)[:shown]:
+        lines.append(f"  +{rise / 2**20:.2f} GiB to {peak / 2**20:.2f} GiB ({whose}): {test}")
+    return lines
+
+
 def pytest_terminal_summary(terminalreporter):
-    for title, lines in TERMINAL_REPORT:
+    for title, lines in [*TERMINAL_REPORT, ("peak memory", _peak_memory_lines())]:
         terminalreporter.section(title)
         for line in lines:
             terminalreporter.write_line(line)

@@ -49,10 +49,48 @@ def test_one_pixel_image(tmp_path):
     refused(tmp_path, path, "too small")
 
 
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A small JPEG whose frame header claims ``width`` x ``height``: the size is refused from the header
+    and a 1/8 preview before any full-size buffer exists (no gigabyte image is made here either)."""
+    ok, encoded = cv2.imencode(".jpg", np.full((64, 48, 3), 90, np.uint8))
+    data = bytearray(encoded.tobytes())
+    frame = data.find(b"\xff\xc0")  # SOF0: marker, length, precision, then height and width
+    data[frame + 5:frame + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_png_chunk_longer_than_the_file(tmp_path):
+    """A 100-byte PNG whose IHDR length field claims 2.7 GB: refused as unreadable before OpenCV allocates
+    the chunk (mutation: without ``_png_chunks_fit`` the reading process peaks at ~2.6 GiB)."""
+    import subprocess
+    import sys
+
+    ok, encoded = cv2.imencode(".png", np.full((18, 18, 3), 90, np.uint8))
+    data = bytearray(encoded.tobytes())
+    data[8:12] = bytes.fromhex("a100000d")
+    path = tmp_path / "claims.png"
+    path.write_bytes(bytes(data))
+    refused(tmp_path, path, "not a readable image")
+    probe = ("import resource, sys\nfrom runtime.errors import UserError\nfrom runtime.preprocess import read_image\n"
+             "try:\n    read_image(sys.argv[1])\nexcept UserError:\n    pass\n"
+             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=120,
+                          cwd=REPO, check=True)
+    assert int(done.stdout.split()[-1]) < 2**19, f"peak {done.stdout.split()[-1]} KiB reading {path.name}"
+
+
 def test_huge_image(tmp_path):
     path = tmp_path / "huge.jpg"
-    cv2.imwrite(str(path), np.zeros((20000, 20000, 3), np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 10])
-    refused(tmp_path, path, "larger than", "downscale")
+    path.write_bytes(_jpeg_claiming(20000, 20000))
+    refused(tmp_path, path, "larger than 16384 px on a side", "downscale")
+
+
+def test_too_many_pixels(tmp_path):
+    """Sides within the limit, 144 megapixels in all: refused by the pixel count (mutation: without that
+    check the image decodes and the run goes on)."""
+    path = tmp_path / "wide.jpg"
+    path.write_bytes(_jpeg_claiming(12000, 12000))
+    refused(tmp_path, path, "about 12000x12000 px, larger than 128 megapixels", "downscale")
 
 
 def test_input_beyond_what_the_model_supports(tmp_path):

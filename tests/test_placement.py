@@ -227,6 +227,21 @@ def test_trt_qdq_only_on_inputs(trt_graph):
         assert g.reader_types(resize.output[0]) == ["QuantizeLinear"], resize.name
 
 
+def test_trt_activations_symmetric_int8(trt_graph, placed):
+    """TensorRT's explicit quantization takes symmetric int8 only: every Q/DQ zero point an int8 zero (the
+    onnxruntime placement's are uint8, some at 0 and some at 128)."""
+    g = trt_graph
+    qdq = [n for n in g.nodes if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq
+    for node in qdq:
+        zero = g.initializers[node.input[2]]
+        assert zero.data_type == onnx.TensorProto.INT8 and not onnx.numpy_helper.to_array(zero).any(), node.name
+    ort_graph = Graph(placed["onnxruntime"][1])
+    ort_zeros = {int(onnx.numpy_helper.to_array(ort_graph.initializers[n.input[2]])) for n in ort_graph.nodes
+                 if n.op_type == "QuantizeLinear"}
+    assert ort_zeros == {0, 128}
+
+
 def test_trt_decode_and_final_layers_float(placed, trt_graph):
     """Rule 5: the final layers, the head's Concat and BatchNorm and the decode read float tensors only."""
     steps = placed["tensorrt"][0]
