@@ -54,6 +54,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TARGET_KEY = "calib.target"
+ACTIVATIONS_KEY = "calib.activations"  # "int8" or "uint8"; files without it have int8 activations
 TARGETS = ("onnxruntime", "tensorrt")
 DEFAULT_TARGET = "onnxruntime"
 

@@ -94,7 +94,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from calib.placement import ONNXRUNTIME, TARGET_KEY, Placement, float_inputs, release_inputs
+from calib.placement import ACTIVATIONS_KEY, ONNXRUNTIME, TARGET_KEY, Placement, float_inputs, release_inputs
 from runtime.errors import UserError
 from runtime.files import cache_dir, file_sha256
 from runtime.metadata import ModelMetadata, read_props
@@ -504,7 +504,8 @@ def int8_props(source: Source, method: str, images: list[Path], images_sha256: s
                   "calib.image_names": json.dumps([Path(p).name for p in images]),
                   "calib.source_sha256": source.sha256, "calib.cache_key": key,
                   "calib.onnxruntime_version": onnxruntime.__version__,
-                  "calib.quantized_op_types": ",".join(placement.op_types), TARGET_KEY: placement.target})
+                  "calib.quantized_op_types": ",".join(placement.op_types), TARGET_KEY: placement.target,
+                  ACTIVATIONS_KEY: placement.activations})
     if keep_float is not None:
         props["calib.keep_float"] = json.dumps(keep_float, sort_keys=True)
     return props

@@ -59,7 +59,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from calib.placement import DEFAULT_TARGET, TARGET_KEY
+from calib.placement import ACTIVATIONS_KEY, DEFAULT_TARGET, TARGET_KEY
 from runtime.backends.trt_backend import (
     PLAN_SUFFIXES,
     SIDECAR_FORMAT,
@@ -206,6 +206,15 @@ def placement_warning(onnx: OnnxFacts) -> str | None:
         return None
     return (f"warning: --onnx {onnx.path}: INT8 Q/DQ placed for {target} (its CPU kernels), not as TensorRT's guide "
             f"recommends; recalibrate with python -m calib --target tensorrt for the engine")
+
+
+def check_activations(onnx: OnnxFacts) -> None:
+    """Refuse an INT8 file with uint8 activations (``calib.activations``): TensorRT's ONNX parser takes
+    Q/DQ of signed int8 with zero point 0 only, so its build would fail at the first QuantizeLinear."""
+    if onnx.metadata.precision == "int8" and onnx.props.get(ACTIVATIONS_KEY, "int8") != "int8":
+        raise UserError(f"--onnx {onnx.path}: INT8 activations are {onnx.props[ACTIVATIONS_KEY]} (placed for "
+                        f"{onnx.props.get(TARGET_KEY, DEFAULT_TARGET)}), and TensorRT quantizes to symmetric int8 "
+                        f"only; recalibrate with python -m calib --target tensorrt for the engine")
 
 
 def make_sidecar(plan: Path, plan_sha256: str, onnx: OnnxFacts, shapes: BaseShapes, max_batch: int,
@@ -403,6 +412,7 @@ def _read_model(onnx_path: Path, shapes: str | BaseShapes | None,
         raise UserError(f"--onnx {onnx_path}: no such .onnx file; export one with python -m export.onnx")
     facts = read_onnx(onnx_path)
     meta = facts.metadata
+    check_activations(facts)
     warning = placement_warning(facts)
     if warning:
         print(warning, file=sys.stderr, flush=True)

@@ -347,6 +347,28 @@ def test_export_trt_warning(cli_tensorrt, placed, fp32_file):
     assert builder.placement_warning(legacy) == warning
 
 
+def test_export_trt_refuses_uint8_activations(cli_tensorrt, placed, fp32_file):
+    """An onnxruntime-placed file (uint8 activations, ``calib.activations``) is refused in one line naming
+    the file and the fix; a tensorrt-placed one, FP32 and an INT8 file without the key (int8 activations)
+    pass. Mutation: checking the target instead of the activations lets a legacy file fail."""
+    from runtime.errors import UserError
+
+    ort_file = placed["onnxruntime"][2]
+    facts = builder.read_onnx(ort_file)
+    assert facts.props["calib.activations"] == "uint8"
+    with pytest.raises(UserError) as refused:
+        builder.check_activations(facts)
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1 and str(ort_file) in message and "--target tensorrt" in message
+    assert builder.read_onnx(cli_tensorrt[0]).props["calib.activations"] == "int8"
+    builder.check_activations(builder.read_onnx(cli_tensorrt[0]))
+    builder.check_activations(builder.read_onnx(fp32_file))
+    legacy = builder.OnnxFacts(facts.path, facts.metadata, {k: v for k, v in facts.props.items()
+                                                            if k != "calib.activations"},
+                               facts.input_multiple, facts.sha256)
+    builder.check_activations(legacy)
+
+
 def test_calib_help_names_the_target():
     done = subprocess.run([sys.executable, "-m", "calib", "--help"], cwd=REPO, capture_output=True, text=True,
                           timeout=120, check=False)
