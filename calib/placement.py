@@ -124,15 +124,21 @@ def fusion_partner(add, producers: dict, readers: dict) -> int | None:
     return None
 
 
+def tensor_readers(model) -> dict[str, list]:
+    """Every tensor name of ``model``'s graph mapped to the nodes that read it, in graph order."""
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
 def float_inputs(model, quantized: set[str], placement: Placement) -> list[tuple[str, int]]:
     """``(node name, input index)`` of the quantized nodes' inputs that ``placement`` keeps float."""
     if not placement.float_fusion_partner:
         return []
     producers = {out: node for node in model.graph.node for out in node.output}
-    readers: dict[str, list] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = tensor_readers(model)
     kept = []
     for node in model.graph.node:
         if node.op_type == "Add" and node.name in quantized:

@@ -94,7 +94,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from calib.placement import ACTIVATIONS_KEY, ONNXRUNTIME, TARGET_KEY, Placement, float_inputs, release_inputs
+from calib.placement import (
+    ACTIVATIONS_KEY,
+    ONNXRUNTIME,
+    TARGET_KEY,
+    Placement,
+    float_inputs,
+    release_inputs,
+    tensor_readers,
+)
 from runtime.errors import UserError
 from runtime.files import cache_dir, file_sha256
 from runtime.metadata import ModelMetadata, read_props
@@ -347,15 +355,12 @@ def relu_tensors(model, steps: Plan) -> set[str]:
     does (what ``fold_relus`` relies on); an input read by other nodes too keeps its own symmetric range.
     """
     quantized = set(steps.quantize)
-    readers: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    readers = tensor_readers(model)
     tensors = set()
     for node in model.graph.node:
         if node.op_type == "Relu" and node.name in quantized:
             tensors.add(node.output[0])
-            if readers.get(node.input[0]) == 1:
+            if len(readers.get(node.input[0], ())) == 1:
                 tensors.add(node.input[0])
     return tensors
 
@@ -412,10 +417,7 @@ def fold_relus(model) -> int:
 
     constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     producers = {out: node for node in model.graph.node for out in node.output}
-    readers: dict[str, list] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = tensor_readers(model)
     outputs = {o.name for o in model.graph.output}
 
     def params(q):

@@ -25,6 +25,7 @@ from runtime.metadata import DecodeConfig
 MAX_IMAGE_SIDE = 16384
 MAX_IMAGE_PIXELS = 2**27
 MIN_IMAGE_SIDE = 8
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def _declared_size(data: np.ndarray) -> tuple[int, int] | None:
     if data[:2].tobytes() == b"\xff\xd8":
         return _jpeg_frame_size(data[:1 << 20].tobytes())
     head = data[:26].tobytes()
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
+    if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and len(head) >= 24:
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     if head[:2] == b"BM" and len(head) >= 26:
         return (abs(int.from_bytes(head[18:22], "little", signed=True)),
@@ -187,7 +188,7 @@ def read_image(path: str | Path) -> np.ndarray:
     if data.size == 0:
         raise UserError(f"{path}: file is empty; give a JPEG or PNG image")
     unreadable = f"{path}: not a readable image (corrupt or unsupported format); give a JPEG or PNG image"
-    if data[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and not _png_chunks_fit(data.tobytes()):
+    if data[:8].tobytes() == _PNG_SIGNATURE and not _png_chunks_fit(data.tobytes()):
         raise UserError(unreadable)
     declared = _declared_size(data)
     if declared is not None:
