@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import io
 import json
 import resource
@@ -26,9 +28,20 @@ _PEAK_KIB = {"pytest process": 0, "largest child": 0}
 _PEAK_RISES: list[tuple[int, int, str, str]] = []  # (rise KiB, peak KiB, whose, test)
 
 
+def release_freed_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; nothing elsewhere): torch
+    and ONNX Runtime free large buffers into the heap, whose pages would otherwise stay resident and add
+    to the peak of every later test (measured on five test files: 2.48 -> 2.31 GiB)."""
+    name = ctypes.util.find_library("c")
+    if name:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(name).malloc_trim(0)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     yield
+    release_freed_heap()
     for whose, usage in (("pytest process", resource.RUSAGE_SELF), ("largest child", resource.RUSAGE_CHILDREN)):
         peak = resource.getrusage(usage).ru_maxrss
         if peak > _PEAK_KIB[whose]:

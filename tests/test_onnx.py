@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import MINI, REPO, load_golden, need
+from tests.conftest import MINI, REPO, load_golden, need, release_freed_heap
 from tests.device_placement import host_values_into_device_ops
 from tests.golden_compare import assert_same_people
 
@@ -354,8 +354,9 @@ def test_golden_people_through_onnx(record, ort_backend, w32_synthetic):
 def test_multi_scale_export_against_torch(multi_scale_exported, w32_synthetic):
     """--scales 2,1,0.5: three uint8 inputs, largest first; ORT equals torch on three images.
 
-    The torch outputs are computed first and the ONNX Runtime session opened after, so the two runs'
-    activations at scale 2 (1024-px inputs) are never held at the same time."""
+    One image at a time: its torch outputs first, then an ONNX Runtime session opened for it alone and
+    closed after, so the two runs' activations at scale 2 (1024-px inputs) are never held at the same
+    time, nor one image's dense outputs during another's runs."""
     from export.graphs import DecodeGraph
     from runtime.backends import open_backend
     from runtime.backends.torch_backend import TorchBackend
@@ -365,19 +366,22 @@ def test_multi_scale_export_against_torch(multi_scale_exported, w32_synthetic):
     decode = DecodeConfig(scales=(2, 1, 0.5))
     metadata = ModelMetadata(arch="w32", input_size=512, decode=decode, checkpoint="synthetic:0")
     reference = TorchBackend(DecodeGraph(w32_synthetic.graph.network, decode), metadata)
-    feeds = {name: verify.prepared_feed(metadata, need(MINI / "images" / name)) for name in MULTI_SCALE_IMAGES}
-    for feed in feeds.values():
-        assert [a.shape[1] for a in feed.values()] == [1024, 512, 256]
-    expected = {name: reference.run(feed) for name, feed in feeds.items()}
     explained = []
-    with open_backend(path) as backend:
-        assert backend.metadata == metadata
-        assert [spec.name for spec in backend.inputs] == ["image_0", "image_1", "image_2"]
-        for name, feed in feeds.items():
-            try:
-                check_against_reference(name, expected[name], backend.run(feed))
-            except pytest.xfail.Exception as tie:
-                explained.append(str(tie))
+    for name in MULTI_SCALE_IMAGES:
+        feed = verify.prepared_feed(metadata, need(MINI / "images" / name))
+        assert [a.shape[1] for a in feed.values()] == [1024, 512, 256]
+        expected = reference.run(feed)
+        release_freed_heap()
+        with open_backend(path) as backend:
+            assert backend.metadata == metadata
+            assert [spec.name for spec in backend.inputs] == ["image_0", "image_1", "image_2"]
+            actual = backend.run(feed)
+        try:
+            check_against_reference(name, expected, actual)
+        except pytest.xfail.Exception as tie:
+            explained.append(str(tie))
+        del expected, actual
+        release_freed_heap()
     if explained:
         pytest.xfail("; ".join(explained))
 
