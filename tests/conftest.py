@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import io
 import json
 import resource
@@ -28,14 +29,26 @@ _PEAK_KIB = {"pytest process": 0, "largest child": 0}
 _PEAK_RISES: list[tuple[int, int, str, str]] = []  # (rise KiB, peak KiB, whose, test)
 
 
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, looked up once (``find_library`` runs ``ldconfig`` in a child process);
+    None where the C library has none."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        return ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
 def release_freed_heap() -> None:
-    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; nothing elsewhere): torch
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; a no-op without it): torch
     and ONNX Runtime free large buffers into the heap, whose pages would otherwise stay resident and add
     to the peak of every later test (measured on five test files: 2.48 -> 2.31 GiB)."""
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(name).malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 @pytest.hookimpl(hookwrapper=True)
