@@ -9,10 +9,11 @@ Where float noise decides: ONNX Runtime's convolutions (MLAS, BatchNorm folded) 
 discrete decisions on those values (SPEC §12): NMS equality, the 0.1 threshold, top-k membership and
 order, exact-equality person keys, ``round(distance)``, refine's argmax. With synthetic weights the
 heatmaps are flat (~100 people per image, values within 1e-4 of each other), so on a fraction of
-images some decision sits at a tie closer than that noise; torch against itself at another thread
-count flips such decisions too. A difference is therefore accepted only where it is traced back to
-such a tie in the reference; the test then reports it as an expected failure naming the tie (see
-``-rx``), and fails on anything else.
+images some decision sits at a tie closer than that noise. A difference in people passes only with
+a proof (``tests/tie_explanation.py``): the decisions it flips are named, each sits at a tie of the
+reference no wider than ``TIE_NOISE``, and flipping them alone on the reference side gives exactly
+ONNX Runtime's people. Which images need one depends on the CPU's convolution kernels; the run's
+summary lists them ("people that differ at a tie"), and anything unproven fails.
 
 Runtime: the mini-set comparison runs on a deterministic subset of 40 of the 157 images (every 4th
 file by name; ~2 s per image on 2 quiet cores, far more on a loaded machine); ``HRNET_FULL=1`` runs
@@ -31,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import MINI, REPO, load_golden, need, release_freed_heap
+from tests.conftest import MINI, REPO, TERMINAL_REPORT, load_golden, need, release_freed_heap
 from tests.device_placement import host_values_into_device_ops
+from tests import tie_explanation
 from tests.golden_compare import assert_same_people
 
 onnx = pytest.importorskip("onnx")
@@ -48,8 +50,7 @@ FULL = os.environ.get("HRNET_FULL") == "1"
 SUBSET = IMAGES if FULL else IMAGES[::4]
 SAMPLES = REPO / "runtime" / "samples"
 MULTI_SCALE_IMAGES = ["000000000785.jpg", "000000040083.jpg", "000000217285.jpg"]
-PEOPLE_TOL = 1e-4  # x, y, joint and person scores (the same tolerance as the golden comparisons)
-ORDER = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)  # SPEC §7 joint order
+PEOPLE_TOL = tie_explanation.PEOPLE_TOL
 GOLDEN = load_golden("e2e_w32_512_seed0.json")["records"] if (REPO.parent / "shared" / "golden").exists() else []
 
 
@@ -80,181 +81,44 @@ def ort_backend(exported):
 # Explaining differences by ties of the reference
 
 
-def _band(outputs) -> tuple[float, float]:
-    """Tie bands for heatmap values and tag values: TIE_BAND of each map's magnitude."""
-    return (verify.TIE_BAND * float(np.abs(outputs["heatmap"]).max()),
-            verify.TIE_BAND * float(np.abs(outputs["tags"]).max()))
+MAX_FLIPS = 8  # decisions one image may flip; more would not be a few ties but a drift of the maps
+# The widest tie a flipped decision may sit at, relative to each output's peak: the backends' own
+# disagreement. Measured with synthetic:0 on 40 mini-set images: heatmap max |Δ| 1.4e-6 of its peak,
+# tags 1.5e-6 (an Intel Xeon, AVX-512); 1.0e-6 on an AMD EPYC. A decision whose reference inputs are
+# further apart than this is not flipped by float noise.
+TIE_NOISE = 2e-6
+EXPLAINED: list[str] = []  # "image: explanation", printed at the end of the run (README lists them)
 
 
-def _decode(outputs, index: int = 0):
-    from runtime.grouping import decode_people
+def check_against_reference(name: str, ref, other) -> tie_explanation.Explanation | None:
+    """Dense tolerance and unexplained candidate differences fail; so do people that differ unless
+    ``tests.tie_explanation`` proves the difference: at most ``MAX_FLIPS`` decisions of the reference,
+    each at a tie no wider than the two backends' own disagreement (``TIE_NOISE``),
+    flipped alone on the reference side, give exactly the other backend's people. A proven difference
+    passes and is reported (image, each decision, the reference's gap there) in the "people that
+    differ at a tie" section of the run's summary, and returned (``None``: the same people).
 
-    return decode_people(outputs["candidates"][index], outputs["heatmap"][index], outputs["tags"][index], 0.1, 1.0)
-
-
-def _same_people(a, b) -> bool:
-    (pa, sa), (pb, sb) = a, b
-    return (pa.shape == pb.shape and np.abs(pa[..., :3] - pb[..., :3]).max(initial=0) <= PEOPLE_TOL
-            and np.abs(sa - sb).max(initial=0) <= PEOPLE_TOL)
-
-
-def _same_people_unordered(a, b) -> bool:
-    """Same people as ``_same_people`` allows, in any order."""
-    (pa, sa), (pb, sb) = a, b
-    if pa.shape != pb.shape:
-        return False
-
-    def canonical(persons, scores):
-        rows = np.concatenate([persons[..., :3].reshape(len(persons), -1), scores[:, None]], axis=1)
-        return rows[np.lexsort(np.round(rows, 3).T[::-1])]
-
-    return np.abs(canonical(pa, sa) - canonical(pb, sb)).max(initial=0) <= PEOPLE_TOL
-
-
-def _order_tie(ref, other, val_band) -> str | None:
-    """Same candidate pixels in another top-k order: every displaced pair must tie in the reference.
-
-    Returns "" when the orders agree, a reason when every difference is a tie, None otherwise.
-    """
-    reason = ""
-    for joint in range(17):
-        rows = [r for r in ref["candidates"][0, joint] if r[2] > 0.1]
-        value = {(int(r[0]), int(r[1])): float(r[2]) for r in rows}
-        pixels_a = [(int(r[0]), int(r[1])) for r in rows]
-        pixels_b = [(int(r[0]), int(r[1])) for r in other["candidates"][0, joint] if r[2] > 0.1]
-        for p, q in zip(pixels_a, pixels_b):
-            if p == q:
-                continue
-            gap = abs(value[p] - value[q])
-            if gap > val_band:
-                return None
-            reason = reason or (f"joint {joint}: top-k order of candidates {p} and {q} swapped; their values "
-                                f"differ by {gap:.1e}")
-    return reason
-
-
-def _key_tie(ref, other, tag_band) -> str | None:
-    """Two candidates of a joint whose tag0 (the person key, compared for exact equality) nearly coincide."""
-    for joint in range(17):
-        a = ref["candidates"][0, joint]
-        b = other["candidates"][0, joint]
-        keys_a, keys_b = a[a[:, 2] > 0.1, 3], b[b[:, 2] > 0.1, 3]
-        for i in range(len(keys_a)):
-            for k in range(i + 1, len(keys_a)):
-                gap = abs(float(keys_a[i]) - float(keys_a[k]))
-                if gap <= tag_band and (keys_a[i] == keys_a[k]) != (keys_b[i] == keys_b[k]):
-                    return (f"joint {joint}: two candidates' tag0 (person keys, equal-or-not decides a new person) "
-                            f"differ by {gap:.1e} in the reference and are {'equal' if keys_b[i] == keys_b[k] else 'distinct'} "
-                            f"in the other backend")
-    return None
-
-
-def _truncated(candidates: np.ndarray, steps: int) -> np.ndarray:
-    """Candidates with every joint after the first ``steps`` of the grouping order switched off."""
-    out = candidates.copy()
-    for joint in ORDER[steps:]:
-        out[joint, :, 2] = 0
-    return out
-
-
-def _grouping_tie(ref, other, val_band, tag_band) -> str | None:
-    """The first joint where grouping diverges must hold a tie: a distance at .5 or 1, or tied values."""
-    from runtime.grouping import group, mean_tags
-
-    a, b = ref["candidates"][0], other["candidates"][0]
-    for step in range(1, 18):
-        ga, gb = group(_truncated(a, step)), group(_truncated(b, step))
-        if ga.shape == gb.shape and np.abs(ga[..., :3] - gb[..., :3]).max(initial=0) <= PEOPLE_TOL:
-            continue
-        joint = ORDER[step - 1]
-        persons = group(_truncated(a, step - 1))
-        rows = a[joint][a[joint][:, 2] > 0.1]
-        vals = np.sort(rows[:, 2].astype(np.float64))
-        if vals.size > 1 and np.diff(vals).min() <= val_band:
-            return f"grouping diverges at joint {joint}, where two candidate values tie ({np.diff(vals).min():.1e})"
-        if len(persons):
-            means = np.array([mean_tags(p[p[:, 2] > 0, 3:5]) for p in persons], dtype=np.float64)
-            dist = np.linalg.norm(rows[:, None, 3:5].astype(np.float64) - means[None], axis=2)
-            half = np.abs(dist - np.floor(dist) - 0.5).min()
-            one = np.abs(dist - 1.0).min()
-            if min(half, one) <= 2 * tag_band:
-                return (f"grouping diverges at joint {joint}, where a tag distance sits at a rounding or "
-                        f"threshold boundary ({min(half, one):.1e} away)")
-        return None
-    return None
-
-
-def _refine_tie(ref, other, val_band, tag_band) -> str | None:
-    """Grouping equal, refine differs: each differing joint's argmax must be a tie in the reference."""
-    from runtime.grouping import group, refine
-
-    grouped = group(ref["candidates"][0])
-    refined_a, refined_b = grouped.copy(), grouped.copy()
-    refine(refined_a, ref["heatmap"][0], ref["tags"][0])
-    refine(refined_b, other["heatmap"][0], other["tags"][0])
-    heatmap, tags = ref["heatmap"][0].astype(np.float64), ref["tags"][0].astype(np.float64)
-    height, width = heatmap.shape[1:]
-    reasons = []
-    for person, joint in np.argwhere(np.abs(refined_a[..., :3] - refined_b[..., :3]).max(axis=2) > PEOPLE_TOL):
-        known = grouped[person][grouped[person][:, 2] > 0]
-        points = [tags[j, min(max(int(y), 0), height - 1), min(max(int(x), 0), width - 1)]
-                  for j, (x, y) in ((j, grouped[person, j, :2]) for j in np.flatnonzero(grouped[person, :, 2] > 0))]
-        previous = np.mean(points, axis=0) if len(known) else np.zeros(2)
-        dist = np.linalg.norm(tags[joint] - previous, axis=2)
-        score = heatmap[joint] - np.round(dist)
-        pa = (int(refined_a[person, joint, 1]), int(refined_a[person, joint, 0]))
-        pb = (int(refined_b[person, joint, 1]), int(refined_b[person, joint, 0]))
-        if pa == pb:  # same pixel: the ±0.25 adjust flipped, so its two neighbours must tie
-            y, x = pa
-            gaps = (abs(heatmap[joint, y, min(width - 1, x + 1)] - heatmap[joint, y, max(0, x - 1)]),
-                    abs(heatmap[joint, min(height - 1, y + 1), x] - heatmap[joint, max(0, y - 1), x]))
-            tie = min(gaps) <= val_band
-        else:  # another pixel won: scores tie, or round(distance) flipped at .5
-            at_half = min(abs(dist[p] - np.floor(dist[p]) - 0.5) for p in (pa, pb))
-            tie = abs(score[pa] - score[pb]) <= val_band or at_half <= 2 * tag_band
-        if not tie:
-            return None
-        reasons.append(f"person {person} joint {joint}")
-    return "refine's argmax (or the ±0.25 adjust around it) ties for " + ", ".join(reasons)
-
-
-def explain_people_difference(ref, other, comparison) -> str | None:
-    """Why people decoded from ``other`` differ from the reference's, if a float-noise tie explains it."""
-    from runtime.grouping import group
-
-    val_band, tag_band = _band(ref)
-    if comparison.candidate_ties:
-        return "candidate sets differ at float-noise ties: " + "; ".join(comparison.candidate_ties[:2])
-    order = _order_tie(ref, other, val_band)
-    if order is None:  # the order differs without a tie
-        return None
-    if order:
-        return order
-    key = _key_tie(ref, other, tag_band)
-    if key:
-        return key
-    ga, gb = group(ref["candidates"][0]), group(other["candidates"][0])
-    if ga.shape == gb.shape and np.abs(ga[..., :3] - gb[..., :3]).max(initial=0) <= PEOPLE_TOL:
-        return _refine_tie(ref, other, val_band, tag_band)
-    return _grouping_tie(ref, other, val_band, tag_band)
-
-
-def check_against_reference(name: str, ref, other) -> None:
-    """Dense tolerance and unexplained candidate differences fail; explained people differences xfail."""
+    Mutation tried: on 000000000139.jpg (identical people), joint 0's candidates 24 and 25, whose
+    values are 6.3e-6 of the heatmap's peak apart (3 x ``TIE_NOISE``, inside ``REL_TOLERANCE``),
+    swapped in ORT's output (the lower value raised just past the other): the people differ and the
+    check fails, as the swap sits at no tie."""
     comparison = verify.compare_outputs(ref, other)
     for error in comparison.errors:
         assert error.max_rel <= verify.REL_TOLERANCE, (
             f"{name}: {error.name} max rel {error.max_rel:.2e} (abs {error.max_abs:.2e}) > {verify.REL_TOLERANCE}")
     assert not comparison.candidate_mismatches, f"{name}: " + "; ".join(comparison.candidate_mismatches[:3])
-    people_ref, people_other = _decode(ref), _decode(other)
-    if _same_people(people_ref, people_other):
-        return
-    reason = explain_people_difference(ref, other, comparison)
-    assert reason is not None, (f"{name}: people differ ({len(people_ref[0])} vs {len(people_other[0])}) and no "
-                                f"float-noise tie of the reference explains it")
-    summary = ("the same people in another order" if _same_people_unordered(people_ref, people_other)
-               else f"{len(people_ref[0])} vs {len(people_other[0])} people")
-    pytest.xfail(f"{name}: people differ ({summary}) at a float-noise tie: {reason}")
+    people_ref, people_other = tie_explanation.decode(ref), tie_explanation.decode(other)
+    if tie_explanation.same_people(people_ref, people_other):
+        return None
+    bound = {output: TIE_NOISE * float(np.abs(ref[output]).max()) for output in ("heatmap", "tags")}
+    explanation = tie_explanation.explain(ref, other, bound, MAX_FLIPS)
+    assert explanation is not None, (
+        f"{name}: people differ ({len(people_ref[0])} vs {len(people_other[0])}) and no flip of at most "
+        f"{MAX_FLIPS} decisions of the reference at ties (within {TIE_NOISE} of each output's peak) reproduces them")
+    if not EXPLAINED:
+        TERMINAL_REPORT.append(("people that differ at a tie (ONNX Runtime vs torch)", EXPLAINED))
+    EXPLAINED.append(f"{name}: {explanation.describe()}")
+    return explanation
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,11 +207,12 @@ def test_golden_people_through_onnx(record, ort_backend, w32_synthetic):
     try:
         assert_same_people(record["file_name"], *people_of(ort_backend), record)
     except AssertionError:
-        # Not the golden: the torch path must give the golden, and the difference must be a tie.
+        # Not the golden: the torch path must give the golden, and ORT's people must differ from
+        # torch's by a proven tie.
         assert_same_people(record["file_name"], *people_of(w32_synthetic), record)
         feed = verify.prepared_feed(w32_synthetic.metadata, MINI / "images" / record["file_name"])
-        check_against_reference(record["file_name"], w32_synthetic.run(feed), ort_backend.run(feed))
-        raise
+        explanation = check_against_reference(record["file_name"], w32_synthetic.run(feed), ort_backend.run(feed))
+        assert explanation is not None, "the backends' decoded people agree, yet PoseEstimator's differ from the golden"
 
 
 @pytest.mark.slow
@@ -366,7 +231,6 @@ def test_multi_scale_export_against_torch(multi_scale_exported, w32_synthetic):
     decode = DecodeConfig(scales=(2, 1, 0.5))
     metadata = ModelMetadata(arch="w32", input_size=512, decode=decode, checkpoint="synthetic:0")
     reference = TorchBackend(DecodeGraph(w32_synthetic.graph.network, decode), metadata)
-    explained = []
     for name in MULTI_SCALE_IMAGES:
         feed = verify.prepared_feed(metadata, need(MINI / "images" / name))
         assert [a.shape[1] for a in feed.values()] == [1024, 512, 256]
@@ -376,14 +240,9 @@ def test_multi_scale_export_against_torch(multi_scale_exported, w32_synthetic):
             assert backend.metadata == metadata
             assert [spec.name for spec in backend.inputs] == ["image_0", "image_1", "image_2"]
             actual = backend.run(feed)
-        try:
-            check_against_reference(name, expected, actual)
-        except pytest.xfail.Exception as tie:
-            explained.append(str(tie))
+        check_against_reference(name, expected, actual)
         del expected, actual
         release_freed_heap()
-    if explained:
-        pytest.xfail("; ".join(explained))
 
 
 def test_simplify_keeps_outputs(exported, tmp_path):

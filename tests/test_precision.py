@@ -427,15 +427,15 @@ def test_fold_relus_keeps_every_value():
 
 # Lowest mean OKS of a file's people against the FP32 torch graph's people on ACCURACY_IMAGES (greedy OKS
 # matching, unmatched people counting 0; benchmarks/precision.py's measure). Synthetic weights make ~100
-# people per image whose joints sit on near-ties, so even FP16 noise moves some: benchmarks/precision.py
-# measured 0.978 (FP16) and 0.643 (INT8, 32 calibration images) over 20 images, and these two images give
-# 0.969 / 0.956 (FP16, 2026-12-02) and 0.758 / 0.731 (INT8, 8 images, uint8 activations with zero-based
-# ReLU ranges; 2026-12-03). The bounds sit ~0.06 (FP16) and ~0.10 (INT8) under those means: a calibration
-# that clips or a wrong scale drops INT8 far lower (mutations: every threshold at 0.5 or 0.1 of the
-# percentile one made the calib CLI itself refuse the symmetric-int8 file of 2026-12-02, SQNR below 15 dB,
-# so the fixture fails; every threshold at 0.85, tried on this file on 2026-12-03, fails this test with
-# mean OKS 0.610 and test_accuracy_against_torch at 24.8-27.8 dB).
-OKS_FLOORS = {"fp16": 0.90, "int8": 0.64}
+# people per image whose joints sit on near-ties, so any noise moves some, and how many depends on the
+# CPU's kernels: FP16 gave 0.969 / 0.956 on these two images (Intel Xeon, 2026-12-02); INT8 (8 calibration
+# images) 0.758 / 0.731 there (2026-12-03) and 0.582 / 0.587 on an AMD EPYC (2026-12-04), where ten images
+# (the six samples and four more of the mini set) range over 0.58-0.83. This bound does not grade the
+# calibration (every threshold at 0.85 of the percentile one gives the same spread there, mean 0.65; the
+# SQNR floors of test_accuracy_against_torch do that): it fails when the file's people do not follow the
+# FP32 network. People of another network (synthetic:1 through torch) score 0.069 / 0.055 against it.
+# FP16 sits 0.06 under its measure; INT8 0.18 under the lowest two-image mean seen.
+OKS_FLOORS = {"fp16": 0.90, "int8": 0.40}
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
