@@ -94,8 +94,9 @@ class Explanation:
     decodes: int  # decodes the search took
 
     def describe(self) -> str:
-        differ = (f"{self.people_differing} people differ" if self.people_differing
-                  else "the same people in another order")
+        count = self.people_differing
+        differ = ("the same people in another order" if not count
+                  else "1 person differs" if count == 1 else f"{count} people differ")
         return (f"{differ}; flipping only " + "; ".join(f.describe() for f in self.flips)
                 + " on the reference side gives the other backend's people")
 
