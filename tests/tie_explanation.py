@@ -8,19 +8,21 @@ where the reference's own values tie at such a decision the two sides may decide
 
 A difference in people counts as explained only by proof, per image:
 
-1. **Only these inputs.** Delta debugging finds a 1-minimal set of output scalars (candidates,
-   heatmap, tags) such that the reference's outputs with exactly those scalars replaced by the other
-   backend's values decode to the other backend's people. Every other scalar stays the reference's:
-   flipping those few inputs, and nothing else, reproduces the difference; removing any one of them
-   does not.
-2. **At a tie.** Each replaced scalar moves by at most ``bound`` (the agreement the dense comparison
-   already proved). A decision that a change of that size flips is one whose inputs tie in the
-   reference to that precision; where the decision can be named exactly (two candidates' values or
-   person keys in another order), the reference's own gap between them is reported, and for the
-   decode-only file it must be zero (bit-equal).
-3. **Named.** Each scalar is named by the decision it feeds: top-k order or the threshold (a
-   candidate's value), a person key or a tag distance (a candidate's tags), refine's argmax or its
-   quarter-pixel adjust (a map pixel).
+1. **Only these inputs.** Delta debugging finds a 1-minimal set of flips such that the reference's
+   outputs with exactly those flips decode to the other backend's people. A flip is one joint's
+   candidate list put in the other's order (and membership), the reference's values kept; or one
+   field of one candidate, or one heatmap or tag value, set to the other's. Everything else stays
+   the reference's: those flips, and nothing else, reproduce the difference; dropping any one of
+   them does not.
+2. **At a tie.** Each flip is at most ``bound`` wide: a value changes by no more than it; an order
+   swaps only values, and an NMS or top-k membership change only pixels, that lie within it in the
+   reference (their window neighbour or the k-th value); an adjust flip only where the two
+   neighbours it compares do. ``bound`` is the backends' own disagreement, so each flipped decision
+   is one whose inputs tie in the reference to that precision; with ``bit_equal`` (the decode-only
+   file, whose inputs are the reference's raw outputs) the order, NMS and adjust gaps must be zero.
+3. **Named.** Each flip is named by the decision it feeds: NMS / top-k order, the threshold, an
+   assignment cost (a candidate's value), a person key or a tag distance (a candidate's tags), or in
+   refine a person's mean tag, the argmax, its adjust, or a competing pixel (a map value).
 
 ``explain`` returns ``None`` when no such set exists, when it holds more than ``max_flips``
 flips besides top-k orders, or when a flip is wider than ``bound``; the tests then fail.
@@ -133,16 +135,16 @@ def _pixel(row: np.ndarray) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class _Unit:
-    """One decision's inputs that can be flipped alone: ``kind`` "order" (a joint's top-k list in the
-    other's order, the reference's values kept), "value" (one field of one candidate pixel) or "map"
-    (one heatmap or tag scalar)."""
+    """A candidate flip: ``kind`` "order" (a joint's top-k list in the other's order, the reference's
+    values kept) or "value" (one field of the candidate at one pixel). Map values are flipped by
+    position (``_Search.positions``)."""
 
     kind: str
     joint: int
     key: tuple = ()
 
 
-def _layouts(ref: np.ndarray, oth: np.ndarray, threshold: float) -> dict[int, np.ndarray]:
+def _layouts(ref: np.ndarray, oth: np.ndarray) -> dict[int, np.ndarray]:
     """Per joint whose candidate pixels come in another order (or set): the other's pixel order with
     the reference's rows where the reference has the pixel, the other's rows where it has not."""
     out = {}
@@ -262,15 +264,15 @@ class _Search:
     def __init__(self, reference: dict[str, np.ndarray], other: dict[str, np.ndarray], threshold: float) -> None:
         self.reference, self.threshold = reference, threshold
         self.cand_ref, cand_oth = reference["candidates"][0], other["candidates"][0]
-        self.layouts = _layouts(self.cand_ref, cand_oth, threshold)
+        self.layouts = _layouts(self.cand_ref, cand_oth)
         self.theirs = [{_pixel(r): r for r in rows} for rows in cand_oth]
         self.units = [_Unit("order", joint) for joint in sorted(self.layouts)]
         for joint, rows in enumerate(self.cand_ref):
-            for r in rows:
-                mine, other_row = r, self.theirs[joint].get(_pixel(r))
-                if other_row is not None:
-                    self.units += [_Unit("value", joint, (_pixel(r), f)) for f in range(5)
-                                   if np.float32(mine[f]).view(np.uint32) != np.float32(other_row[f]).view(np.uint32)]
+            for mine in rows:
+                theirs = self.theirs[joint].get(_pixel(mine))
+                if theirs is not None:
+                    differ = mine.view(np.uint32) != theirs.view(np.uint32)
+                    self.units += [_Unit("value", joint, (_pixel(mine), int(f))) for f in np.flatnonzero(differ)]
         self.work = {name: np.array(reference[name][:1]) for name in self.MAPS}
         self.flat_ref = {name: np.ascontiguousarray(reference[name][0]).reshape(-1) for name in self.MAPS}
         self.flat_oth = {name: np.ascontiguousarray(other[name][0]).reshape(-1) for name in self.MAPS}
