@@ -15,9 +15,10 @@ A difference in people counts as explained only by proof, per image:
    the reference's: those flips, and nothing else, reproduce the difference; dropping any one of
    them does not.
 2. **At a tie.** Each flip is at most ``bound`` wide: a value changes by no more than it; an order
-   swaps only values, and an NMS or top-k membership change only pixels, that lie within it in the
-   reference (their window neighbour or the k-th value); an adjust flip only where the two
-   neighbours it compares do. ``bound`` is the backends' own disagreement, so each flipped decision
+   swaps only values that lie within it in the reference; a pixel added to a joint's list must lie
+   within it of the neighbour that suppressed it and of the k-th value it passed, a pixel dropped
+   within it of a neighbour or of a pixel added in its place; an adjust flip (x or y turned from
+   ``+0.25`` to ``-0.25`` or back) is taken only where the two neighbours it compares lie within it. ``bound`` is the backends' own disagreement, so each flipped decision
    is one whose inputs tie in the reference to that precision; with ``bit_equal`` (the decode-only
    file, whose inputs are the reference's raw outputs) the order, NMS and adjust gaps must be zero.
 3. **Named.** Each flip is named by the decision it feeds: NMS / top-k order, the threshold, an
@@ -55,7 +56,7 @@ def same_people(a: People, b: People) -> bool:
 
 
 def differing_people(a: People, b: People) -> int:
-    """How many people of either side have no equal person (within ``PEOPLE_TOL``) on the other."""
+    """How many people of one side (the side with more) have no equal person (within ``PEOPLE_TOL``) on the other."""
     def rows(people: People) -> np.ndarray:
         persons, scores = people
         return np.concatenate([persons[..., :3].reshape(len(persons), -1), scores[:, None]], axis=1)
@@ -64,7 +65,7 @@ def differing_people(a: People, b: People) -> int:
     if not len(ra) or not len(rb):
         return len(ra) + len(rb)
     close = np.abs(ra[:, None] - rb[None]).max(axis=2) <= PEOPLE_TOL
-    return int((~close.any(axis=1)).sum() + (~close.any(axis=0)).sum())
+    return int(max((~close.any(axis=1)).sum(), (~close.any(axis=0)).sum()))
 
 
 @dataclass(frozen=True)
@@ -73,18 +74,18 @@ class Flip:
 
     output: str  # "candidates", "heatmap" or "tags"
     index: tuple[int, ...]  # without the batch index
-    reference: float
-    other: float
+    reference: float | None  # None for a top-k order flip (a list, not one value)
+    other: float | None
     decision: str
     reference_gap: float | None  # the reference's own margin at that decision, where it is named exactly
 
     @property
-    def change(self) -> float:
-        return abs(self.other - self.reference)
+    def change(self) -> float | None:
+        return None if self.reference is None else abs(self.other - self.reference)
 
     def describe(self) -> str:
         gap = [] if self.reference_gap is None else [f"reference gap {self.reference_gap:.1e}"]
-        if not np.isnan(self.reference):
+        if self.reference is not None:
             gap.insert(0, f"{self.reference:.9g} -> {self.other:.9g}, change {self.change:.1e}")
         return f"{self.decision} ({', '.join(gap)})" if gap else self.decision
 
@@ -144,80 +145,103 @@ class _Unit:
     key: tuple = ()
 
 
-def _layouts(ref: np.ndarray, oth: np.ndarray) -> dict[int, np.ndarray]:
-    """Per joint whose candidate pixels come in another order (or set): the other's pixel order with
-    the reference's rows where the reference has the pixel, the other's rows where it has not."""
+def _reference_row(heatmap: np.ndarray, tags: np.ndarray, joint: int, pixel: tuple[int, int]) -> np.ndarray:
+    """The candidate row the reference's maps give a pixel (SPEC §6): its value, tags and the
+    quarter-pixel adjust towards the larger neighbour."""
+    x, y = pixel
+    h = heatmap[joint]
+    height, width = h.shape
+    dx = np.float32(0.25) if h[y, min(x + 1, width - 1)] > h[y, max(x - 1, 0)] else np.float32(-0.25)
+    dy = np.float32(0.25) if h[min(y + 1, height - 1), x] > h[max(y - 1, 0), x] else np.float32(-0.25)
+    return np.array([np.float32(x) + dx + np.float32(0.5), np.float32(y) + dy + np.float32(0.5), h[y, x],
+                     tags[joint, y, x, 0], tags[joint, y, x, 1]], np.float32)
+
+
+def _layouts(ref: np.ndarray, oth: np.ndarray, heatmap: np.ndarray, tags: np.ndarray) -> dict[int, np.ndarray]:
+    """Per joint whose candidate pixels come in another order (or set): the other's pixel order, each
+    row as the reference has it, or (a pixel only the other has) as the reference's maps give it."""
     out = {}
     for joint in range(ref.shape[0]):
         if [_pixel(r) for r in ref[joint]] == [_pixel(r) for r in oth[joint]]:
             continue
         mine = {_pixel(r): r for r in ref[joint]}
-        out[joint] = np.stack([mine.get(_pixel(r), r) for r in oth[joint]])
+        out[joint] = np.stack([mine[p] if p in mine else _reference_row(heatmap, tags, joint, p)
+                               for p in (_pixel(r) for r in oth[joint])])
     return out
 
 
-def _membership_gap(heatmap: np.ndarray, pixel: tuple[int, int], kth: float, radius: int = 2) -> float:
-    """How close a pixel that one side has among its candidates and the other has not comes to a tie
-    in the reference: with another pixel of its NMS window (SPEC §6, kernel 5), or with the k-th
-    candidate value (top-k membership)."""
+def _nms_gap(heatmap: np.ndarray, pixel: tuple[int, int], radius: int = 2) -> float:
+    """The pixel's value minus the largest other value of its NMS window (SPEC §6, kernel 5): below 0
+    it was suppressed, at or above 0 it survives; inf where a NaN leaves nothing to compare."""
     x, y = pixel
     window = heatmap[max(0, y - radius): y + radius + 1, max(0, x - radius): x + radius + 1].astype(np.float64)
-    value = float(heatmap[y, x])
-    others = np.sort(window.ravel())
-    others = np.delete(others, np.searchsorted(others, value))
-    return min(abs(float(others[-1]) - value) if others.size else np.inf, abs(value - kth))
+    window[y - max(0, y - radius), x - max(0, x - radius)] = -np.inf
+    gap = float(heatmap[y, x]) - float(window.max())
+    return gap if np.isfinite(gap) or gap == np.inf else np.inf
 
 
-def _order_flip(ref: np.ndarray, heatmap: np.ndarray, layout: np.ndarray, joint: int, threshold: float,
-                bound: float, bit_equal: bool) -> Flip | None:
-    """Name a top-k order or membership flip and check that the reference ties at every decision in it:
-    two pixels it swaps have (bit-)equal values, a pixel it adds or drops ties in its NMS window or
-    with the k-th value."""
-    rows = ref[joint]
+def _order_gaps(rows: np.ndarray, layout: np.ndarray, heatmap: np.ndarray, threshold: float) -> list[tuple[float, str]]:
+    """Each decision a joint's new candidate list flips, with the reference's gap there: two
+    above-threshold candidates in another order (their values), a pixel added (it must have tied with
+    the neighbour that suppressed it and with the k-th value it passed), a pixel dropped (tied with a
+    neighbour that suppressed it, or with a pixel added in its place)."""
     value = {_pixel(r): float(r[2]) for r in rows}
     rank = {p: i for i, p in enumerate(value)}
     after = [_pixel(r) for r in layout]
+    new_value = {p: float(r[2]) for p, r in zip(after, layout)}
     kth = float(rows[:, 2].min())
-    gaps, named = [], []
+    added = [p for p in after if p not in value and new_value[p] > threshold]
+    found = []
     for i, p in enumerate(after):
-        if p not in value:
-            if layout[i, 2] > threshold:
-                gaps.append(_membership_gap(heatmap[joint], p, kth))
-                named.append(f"pixel {p} added")
-            continue
         for q in after[i + 1:]:
-            if q in rank and rank[q] < rank[p] and (value[p] > threshold or value[q] > threshold):
-                gaps.append(abs(value[p] - value[q]))
-                named.append(f"pixels {p} and {q} swapped")
-    for p in value:
-        if p not in after and value[p] > threshold:
-            gaps.append(_membership_gap(heatmap[joint], p, kth))
-            named.append(f"pixel {p} dropped")
-    if not gaps or max(gaps) > (0.0 if bit_equal else bound):
+            if min(new_value[p], new_value[q]) <= threshold:
+                continue  # grouping reads only candidates above the threshold, in order
+            if p in rank and q in rank:
+                if rank[q] < rank[p]:
+                    found.append((abs(value[p] - value[q]), f"pixels {p} and {q} swapped"))
+            elif new_value[p] < new_value[q]:
+                found.append((new_value[q] - new_value[p], f"pixels {p} and {q} swapped"))
+    for p in added:
+        found.append((max(0.0, -_nms_gap(heatmap, p), kth - new_value[p]), f"pixel {p} added"))
+    for q in value:
+        if q not in new_value and value[q] > threshold:
+            displaced = min((max(0.0, value[q] - new_value[p]) for p in added), default=np.inf)
+            found.append((min(max(0.0, _nms_gap(heatmap, q)), displaced), f"pixel {q} dropped"))
+    return found
+
+
+def _order_flip(search: "_Search", joint: int, bound: float, bit_equal: bool) -> Flip | None:
+    """A joint's top-k order or membership flip, named, or ``None`` where the reference does not tie
+    at every decision in it (bit-equal values with ``bit_equal``)."""
+    found = _order_gaps(search.cand_ref[joint], search.layouts[joint], search.reference["heatmap"][0, joint],
+                        search.threshold)
+    limit = 0.0 if bit_equal else bound
+    if not found or any(not g <= limit for g, _ in found):  # NaN gaps are no tie either
         return None
-    more = f", {len(named) - 1} more" if len(named) > 1 else ""
-    return Flip("candidates", (joint,), float("nan"), float("nan"),
-                f"joint {joint}: NMS / top-k order ({named[0]}{more})", max(gaps))
+    gap = max(g for g, _ in found)
+    more = f", {len(found) - 1} more" if len(found) > 1 else ""
+    return Flip("candidates", (joint,), None, None, f"joint {joint}: NMS / top-k order ({found[0][1]}{more})", gap)
 
 
-def _value_decision(ref: np.ndarray, new: np.ndarray, joint: int, pixel: tuple[int, int], field: int,
-                    threshold: float) -> tuple[str, float | None]:
-    """Name the decision a candidate's field feeds, from the reference's candidates of that joint."""
-    rows, changed = ref[joint], new[joint]
-    k = [_pixel(r) for r in changed].index(pixel)
+def _value_decision(search: "_Search", new: np.ndarray, joint: int, pixel: tuple[int, int], field: int
+                    ) -> tuple[str, float | None]:
+    """Name the decision a candidate's field feeds, comparing the pixel's row before and after the flips."""
+    threshold = search.threshold
+    before = search.reference_row(joint, pixel)
+    after = {_pixel(r): r for r in new[joint]}
     where = f"joint {joint} candidate at pixel {pixel}"
     if field == 2:
-        if (rows[k, 2] > threshold) != (changed[k, 2] > threshold):
-            return f"{where}: the {threshold} detection threshold", abs(float(rows[k, 2]) - threshold)
+        if (before[2] > threshold) != (after[pixel][2] > threshold):
+            return f"{where}: the {threshold} detection threshold", abs(float(before[2]) - threshold)
         return f"{where}: its value (assignment cost, person score)", None
     if field == 3:
-        for m in range(len(changed)):
-            equal_before, equal_after = rows[k, 3] == changed[m, 3], changed[k, 3] == changed[m, 3]
-            if m != k and changed[m, 2] > threshold and equal_before != equal_after:
-                keys = {_pixel(r): float(r[3]) for r in rows}
-                partner = keys.get(_pixel(changed[m]), float(changed[m, 3]))
-                return (f"{where}: person key (tag0) equal to that of pixel {_pixel(changed[m])} or not",
-                        abs(keys[pixel] - partner))
+        for partner, row in after.items():
+            if partner == pixel or row[2] <= threshold:
+                continue
+            partner_before = search.reference_row(joint, partner)
+            if (before[3] == partner_before[3]) != (after[pixel][3] == row[3]):
+                return (f"{where}: person key (tag0) equal to that of pixel {partner} or not",
+                        abs(float(before[3]) - float(partner_before[3])))
         return f"{where}: tag0 (tag distance to a person: round() or the threshold)", None
     if field == 4:
         return f"{where}: tag1 (tag distance to a person: round() or the threshold)", None
@@ -262,17 +286,21 @@ class _Search:
     MAPS = ("heatmap", "tags")
 
     def __init__(self, reference: dict[str, np.ndarray], other: dict[str, np.ndarray], threshold: float) -> None:
+        for name in ("candidates", *self.MAPS):
+            if reference[name].dtype != np.float32 or other[name].dtype != np.float32:
+                raise TypeError(f"{name}: float32 outputs expected (bits are compared)")
         self.reference, self.threshold = reference, threshold
         self.cand_ref, cand_oth = reference["candidates"][0], other["candidates"][0]
-        self.layouts = _layouts(self.cand_ref, cand_oth)
+        self.layouts = _layouts(self.cand_ref, cand_oth, reference["heatmap"][0], reference["tags"][0])
+        self.mine = [{_pixel(r): r for r in rows} for rows in self.cand_ref]
+        for joint, layout in self.layouts.items():  # pixels only the other has: the reference maps' rows
+            self.mine[joint] = {**{_pixel(r): r for r in layout}, **self.mine[joint]}
         self.theirs = [{_pixel(r): r for r in rows} for rows in cand_oth]
         self.units = [_Unit("order", joint) for joint in sorted(self.layouts)]
-        for joint, rows in enumerate(self.cand_ref):
-            for mine in rows:
-                theirs = self.theirs[joint].get(_pixel(mine))
-                if theirs is not None:
-                    differ = mine.view(np.uint32) != theirs.view(np.uint32)
-                    self.units += [_Unit("value", joint, (_pixel(mine), int(f))) for f in np.flatnonzero(differ)]
+        for joint, rows in enumerate(self.theirs):
+            for pixel, theirs in rows.items():
+                differ = self.mine[joint][pixel].view(np.uint32) != theirs.view(np.uint32)
+                self.units += [_Unit("value", joint, (pixel, int(f))) for f in np.flatnonzero(differ)]
         self.work = {name: np.array(reference[name][:1]) for name in self.MAPS}
         self.flat_ref = {name: np.ascontiguousarray(reference[name][0]).reshape(-1) for name in self.MAPS}
         self.flat_oth = {name: np.ascontiguousarray(other[name][0]).reshape(-1) for name in self.MAPS}
@@ -280,6 +308,10 @@ class _Search:
                                                != self.flat_oth[name].view(np.uint32)) for name in self.MAPS}
         self.offsets = {"heatmap": len(self.units), "tags": len(self.units) + len(self.positions["heatmap"])}
         self.size = self.offsets["tags"] + len(self.positions["tags"])
+
+    def reference_row(self, joint: int, pixel: tuple[int, int]) -> np.ndarray:
+        """The pixel's candidate row on the reference side (from its maps where it is not a candidate)."""
+        return self.mine[joint][pixel]
 
     def locate(self, item: int) -> tuple[str, int]:
         """``("candidates", unit index)`` or ``(map name, flat position)``."""
@@ -297,8 +329,9 @@ class _Search:
         for unit in chosen:
             if unit.kind == "value":
                 pixel, field = unit.key
-                k = next(k for k, r in enumerate(cand[unit.joint]) if _pixel(r) == pixel)
-                cand[unit.joint, k, field] = self.theirs[unit.joint][pixel][field]
+                rows = [k for k, r in enumerate(cand[unit.joint]) if _pixel(r) == pixel]
+                if rows:  # a pixel only the other has is in the list once its order flip is
+                    cand[unit.joint, rows[0], field] = self.theirs[unit.joint][pixel][field]
         return cand[None]
 
     def picked(self, subset: np.ndarray, name: str) -> np.ndarray:
@@ -328,29 +361,35 @@ class _Search:
         return out
 
 
+def _adjust_gap(heatmap: np.ndarray, pixel: tuple[int, int], field: int, before: float, after: float) -> float:
+    """An x (field 0) or y (1) flip must be the quarter-pixel adjust turning round (``pixel + 0.5 ±
+    0.25`` on both sides): then the reference's gap between the two neighbours it compares; inf otherwise."""
+    if abs(after - before) != 0.5 or {before % 1, after % 1} != {0.25, 0.75}:
+        return np.inf
+    x, y = pixel
+    height, width = heatmap.shape
+    pair = ((heatmap[y, min(x + 1, width - 1)], heatmap[y, max(x - 1, 0)]) if field == 0
+            else (heatmap[min(y + 1, height - 1), x], heatmap[max(y - 1, 0), x]))
+    gap = abs(float(pair[0]) - float(pair[1]))
+    return gap if np.isfinite(gap) else np.inf
+
+
 def _candidate_flip(search: _Search, unit: _Unit, new_candidates: np.ndarray, bound: dict[str, float],
                     bit_equal: bool) -> Flip | None:
     """A flipped candidate unit, named, or ``None`` where the reference does not tie at it."""
-    heatmap = search.reference["heatmap"][0, unit.joint]
     if unit.kind == "order":
-        return _order_flip(search.cand_ref, search.reference["heatmap"][0], search.layouts[unit.joint], unit.joint,
-                           search.threshold, bound["heatmap"], bit_equal)
+        return _order_flip(search, unit.joint, bound["heatmap"], bit_equal)
     pixel, field = unit.key
-    mine = next(r for r in search.cand_ref[unit.joint] if _pixel(r) == pixel)
-    decision, gap = _value_decision(search.cand_ref, new_candidates, unit.joint, pixel, field, search.threshold)
-    if field < 2:  # an adjust flip moves x or y by 0.5: the two neighbours it compares must tie
-        x, y = pixel
-        height, width = heatmap.shape
-        pair = ((heatmap[y, min(x + 1, width - 1)], heatmap[y, max(x - 1, 0)]) if field == 0
-                else (heatmap[min(y + 1, height - 1), x], heatmap[max(y - 1, 0), x]))
-        gap = abs(float(pair[0]) - float(pair[1]))
-        if gap > (0.0 if bit_equal else bound["heatmap"]):
+    before = float(search.reference_row(unit.joint, pixel)[field])
+    after = float(search.theirs[unit.joint][pixel][field])
+    decision, gap = _value_decision(search, new_candidates, unit.joint, pixel, field)
+    if field < 2:
+        gap = _adjust_gap(search.reference["heatmap"][0, unit.joint], pixel, field, before, after)
+        if not gap <= (0.0 if bit_equal else bound["heatmap"]):
             return None
-    flip = Flip("candidates", (unit.joint, *pixel, field), float(mine[field]),
-                float(search.theirs[unit.joint][pixel][field]), decision, gap)
-    if field >= 2 and flip.change > (bound["tags"] if field >= 3 else bound["heatmap"]):
+    elif not abs(after - before) <= (bound["tags"] if field >= 3 else bound["heatmap"]):
         return None
-    return flip
+    return Flip("candidates", (unit.joint, *pixel, field), before, after, decision, gap)
 
 
 def explain(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], bound: dict[str, float],
@@ -364,6 +403,8 @@ def explain(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], boun
     candidate order or adjust, the largest reference gap at the values it compares. ``bit_equal``:
     those gaps must be zero (the decode-only file, whose inputs are the reference's raw outputs)."""
     target = decode(other)
+    if same_people(decode(reference), target):
+        return None  # nothing to explain
     search = _Search(reference, other, threshold)
     decodes = 0
 
@@ -376,7 +417,7 @@ def explain(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], boun
         return None
     subset = minimal_subset(search.size, passes)
     orders = sum(1 for item in subset if item < len(search.units) and search.units[item].kind == "order")
-    if not passes(subset) or len(subset) - orders > max_flips:
+    if len(subset) - orders > max_flips:
         return None
     flipped = search.outputs(subset)
     grouped, refined = _grouped_and_refined(reference, flipped, threshold)
@@ -391,7 +432,7 @@ def explain(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], boun
             flip = Flip(name, index, float(search.flat_ref[name][where]), float(search.flat_oth[name][where]),
                         f"refine of joint {index[0]}: {what} at pixel ({index[2]}, {index[1]}), "
                         + _map_role(index, grouped, refined), None)
-            flip = flip if flip.change <= bound[name] else None
+            flip = flip if flip.change <= bound[name] else None  # NaN changes are no tie either
         if flip is None:
             return None
         flips.append(flip)
