@@ -17,7 +17,7 @@ summary lists them ("people that differ at a tie"), and anything unproven fails.
 
 Runtime: the mini-set comparison runs on a deterministic subset of 40 of the 157 images (every 4th
 file by name; ~2 s per image on 2 quiet cores, far more on a loaded machine); ``HRNET_FULL=1`` runs
-all 157.
+all 157, and the multi-scale comparison on the first 20 images instead of three.
 """
 from __future__ import annotations
 
@@ -49,7 +49,10 @@ IMAGES = sorted((MINI / "images").glob("*.jpg")) if (MINI / "images").is_dir() e
 FULL = os.environ.get("HRNET_FULL") == "1"
 SUBSET = IMAGES if FULL else IMAGES[::4]
 SAMPLES = REPO / "runtime" / "samples"
-MULTI_SCALE_IMAGES = ["000000000785.jpg", "000000040083.jpg", "000000217285.jpg"]
+# Multi-scale (scale 2 is a 1024-px network run, ~18 s per image for both backends): three images, two
+# of them at ties on the machines measured; HRNET_FULL=1: the first 20 of the mini set.
+MULTI_SCALE_IMAGES = ([p.name for p in IMAGES[:20]] if FULL
+                      else ["000000000785.jpg", "000000040083.jpg", "000000217285.jpg"])
 PEOPLE_TOL = tie_explanation.PEOPLE_TOL
 GOLDEN = load_golden("e2e_w32_512_seed0.json")["records"] if (REPO.parent / "shared" / "golden").exists() else []
 
@@ -217,7 +220,8 @@ def test_golden_people_through_onnx(record, ort_backend, w32_synthetic):
 
 @pytest.mark.slow
 def test_multi_scale_export_against_torch(multi_scale_exported, w32_synthetic):
-    """--scales 2,1,0.5: three uint8 inputs, largest first; ORT equals torch on three images.
+    """--scales 2,1,0.5: three uint8 inputs, largest first; ORT equals torch (or differs at a proven
+    tie) on three images, 20 with HRNET_FULL=1.
 
     One image at a time: its torch outputs first, then an ONNX Runtime session opened for it alone and
     closed after, so the two runs' activations at scale 2 (1024-px inputs) are never held at the same
@@ -233,7 +237,8 @@ def test_multi_scale_export_against_torch(multi_scale_exported, w32_synthetic):
     reference = TorchBackend(DecodeGraph(w32_synthetic.graph.network, decode), metadata)
     for name in MULTI_SCALE_IMAGES:
         feed = verify.prepared_feed(metadata, need(MINI / "images" / name))
-        assert [a.shape[1] for a in feed.values()] == [1024, 512, 256]
+        (h2, w2), (h1, w1), (h0, w0) = (a.shape[1:3] for a in feed.values())  # scales 2, 1, 0.5
+        assert min(h1, w1) == 512 and (h2, w2) == (2 * h1, 2 * w1) and (h0, w0) == (h1 // 2, w1 // 2)
         expected = reference.run(feed)
         release_freed_heap()
         with open_backend(path) as backend:
