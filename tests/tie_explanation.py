@@ -18,9 +18,10 @@ A difference in people counts as explained only by proof, per image:
    swaps only values that lie within it in the reference; a pixel added to a joint's list must lie
    within it of the neighbour that suppressed it and of the k-th value it passed, a pixel dropped
    within it of a neighbour or of a pixel added in its place; an adjust flip (x or y turned from
-   ``+0.25`` to ``-0.25`` or back) is taken only where the two neighbours it compares lie within it. ``bound`` is the backends' own disagreement, so each flipped decision
-   is one whose inputs tie in the reference to that precision; with ``bit_equal`` (the decode-only
-   file, whose inputs are the reference's raw outputs) the order, NMS and adjust gaps must be zero.
+   ``+0.25`` to ``-0.25`` or back) is taken only where the two neighbours it compares lie within
+   it. ``bound`` is the backends' own disagreement, so each flipped decision is one whose inputs
+   tie in the reference to that precision; with ``bit_equal`` (the decode-only file, whose inputs
+   are the reference's raw outputs) the order, NMS and adjust gaps must be zero.
 3. **Named.** Each flip is named by the decision it feeds: NMS / top-k order, the threshold, an
    assignment cost (a candidate's value), a person key or a tag distance (a candidate's tags), or in
    refine a person's mean tag, the argmax, its adjust, or a competing pixel (a map value).
@@ -94,7 +95,6 @@ class Flip:
 class Explanation:
     flips: list[Flip]
     people_differing: int
-    decodes: int  # decodes the search took
 
     def describe(self) -> str:
         count = self.people_differing
@@ -145,16 +145,25 @@ class _Unit:
     key: tuple = ()
 
 
+def _neighbours(heatmap: np.ndarray, pixel: tuple[int, int], axis: int) -> tuple[float, float]:
+    """The two values the quarter-pixel adjust of x (``axis`` 0) or y (1) compares (SPEC §6): the next
+    and the previous pixel along that axis, clamped to the map."""
+    x, y = pixel
+    height, width = heatmap.shape
+    if axis == 0:
+        return float(heatmap[y, min(x + 1, width - 1)]), float(heatmap[y, max(x - 1, 0)])
+    return float(heatmap[min(y + 1, height - 1), x]), float(heatmap[max(y - 1, 0), x])
+
+
 def _reference_row(heatmap: np.ndarray, tags: np.ndarray, joint: int, pixel: tuple[int, int]) -> np.ndarray:
     """The candidate row the reference's maps give a pixel (SPEC §6): its value, tags and the
     quarter-pixel adjust towards the larger neighbour."""
     x, y = pixel
-    h = heatmap[joint]
-    height, width = h.shape
-    dx = np.float32(0.25) if h[y, min(x + 1, width - 1)] > h[y, max(x - 1, 0)] else np.float32(-0.25)
-    dy = np.float32(0.25) if h[min(y + 1, height - 1), x] > h[max(y - 1, 0), x] else np.float32(-0.25)
-    return np.array([np.float32(x) + dx + np.float32(0.5), np.float32(y) + dy + np.float32(0.5), h[y, x],
-                     tags[joint, y, x, 0], tags[joint, y, x, 1]], np.float32)
+    adjusted = []
+    for axis, at in enumerate(pixel):
+        after, before = _neighbours(heatmap[joint], pixel, axis)
+        adjusted.append(np.float32(at) + np.float32(0.25 if after > before else -0.25) + np.float32(0.5))
+    return np.array([*adjusted, heatmap[joint, y, x], tags[joint, y, x, 0], tags[joint, y, x, 1]], np.float32)
 
 
 def _layouts(ref: np.ndarray, oth: np.ndarray, heatmap: np.ndarray, tags: np.ndarray) -> dict[int, np.ndarray]:
@@ -246,16 +255,6 @@ def _value_decision(search: "_Search", new: np.ndarray, joint: int, pixel: tuple
     if field == 4:
         return f"{where}: tag1 (tag distance to a person: round() or the threshold)", None
     return f"{where}: quarter-pixel adjust of {FIELDS[field]} (its two neighbours tie)", None
-
-
-def _grouped_and_refined(reference: dict[str, np.ndarray], flipped: dict[str, np.ndarray],
-                         threshold: float) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The grouped people (the flips leave them as the other backend's) and the refined people of
-    both sides."""
-    from runtime.grouping import group
-
-    grouped = group(flipped["candidates"][0], threshold, 1.0)
-    return grouped, [decode(reference)[0], decode(flipped)[0]]
 
 
 def _map_role(index: tuple[int, ...], grouped: np.ndarray, refined: list[np.ndarray]) -> str:
@@ -366,11 +365,7 @@ def _adjust_gap(heatmap: np.ndarray, pixel: tuple[int, int], field: int, before:
     0.25`` on both sides): then the reference's gap between the two neighbours it compares; inf otherwise."""
     if abs(after - before) != 0.5 or {before % 1, after % 1} != {0.25, 0.75}:
         return np.inf
-    x, y = pixel
-    height, width = heatmap.shape
-    pair = ((heatmap[y, min(x + 1, width - 1)], heatmap[y, max(x - 1, 0)]) if field == 0
-            else (heatmap[min(y + 1, height - 1), x], heatmap[max(y - 1, 0), x]))
-    gap = abs(float(pair[0]) - float(pair[1]))
+    gap = abs(np.subtract(*_neighbours(heatmap, pixel, field)))
     return gap if np.isfinite(gap) else np.inf
 
 
@@ -402,15 +397,14 @@ def explain(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], boun
     ``bound`` per map ("heatmap", "tags"): the largest change a flipped scalar may show, and for a
     candidate order or adjust, the largest reference gap at the values it compares. ``bit_equal``:
     those gaps must be zero (the decode-only file, whose inputs are the reference's raw outputs)."""
-    target = decode(other)
-    if same_people(decode(reference), target):
+    from runtime.grouping import group
+
+    target, people_ref = decode(other), decode(reference)
+    if same_people(people_ref, target):
         return None  # nothing to explain
     search = _Search(reference, other, threshold)
-    decodes = 0
 
     def passes(subset: np.ndarray) -> bool:
-        nonlocal decodes
-        decodes += 1
         return same_people(search.decode(subset), target)
 
     if not search.size or not passes(np.arange(search.size)):
@@ -420,7 +414,8 @@ def explain(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], boun
     if len(subset) - orders > max_flips:
         return None
     flipped = search.outputs(subset)
-    grouped, refined = _grouped_and_refined(reference, flipped, threshold)
+    # the grouped people of the flipped side (the other backend's), and the refined people of both sides
+    grouped, refined = group(flipped["candidates"][0], threshold, 1.0), [people_ref[0], target[0]]
     flips = []
     for item in subset:
         name, where = search.locate(int(item))
@@ -436,4 +431,4 @@ def explain(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], boun
         if flip is None:
             return None
         flips.append(flip)
-    return Explanation(flips, differing_people(decode(reference), target), decodes)
+    return Explanation(flips, differing_people(people_ref, target))
