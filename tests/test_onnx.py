@@ -84,7 +84,6 @@ def ort_backend(exported):
 # Explaining differences by ties of the reference
 
 
-MAX_FLIPS = 8  # decisions one image may flip; more would not be a few ties but a drift of the maps
 # The widest tie a flipped decision may sit at, relative to each output's peak: the backends' own
 # disagreement. Measured with synthetic:0 on 40 mini-set images: heatmap max |Δ| 1.4e-6 of its peak,
 # tags 1.5e-6 (an Intel Xeon, AVX-512); 1.0e-6 on an AMD EPYC. A decision whose reference inputs are
@@ -95,9 +94,10 @@ EXPLAINED: list[str] = []  # "image: explanation", printed at the end of the run
 
 def check_against_reference(name: str, ref, other) -> tie_explanation.Explanation | None:
     """Dense tolerance and unexplained candidate differences fail; so do people that differ unless
-    ``tests.tie_explanation`` proves the difference: at most ``MAX_FLIPS`` decisions of the reference,
-    each at a tie no wider than the two backends' own disagreement (``TIE_NOISE``),
-    flipped alone on the reference side, give exactly the other backend's people. A proven difference
+    ``tests.tie_explanation`` proves the difference: at most ``tie_explanation.MAX_FLIPS`` decisions
+    of the reference (besides top-k orders), each at a tie no wider than the two backends' own
+    disagreement (``TIE_NOISE``), flipped alone on the reference side, give exactly the other
+    backend's people. A proven difference
     passes and is reported (image, each decision, the reference's gap there) in the "people that
     differ at a tie" section of the run's summary, and returned (``None``: the same people).
 
@@ -114,10 +114,11 @@ def check_against_reference(name: str, ref, other) -> tie_explanation.Explanatio
     if tie_explanation.same_people(people_ref, people_other):
         return None
     bound = {output: TIE_NOISE * float(np.abs(ref[output]).max()) for output in ("heatmap", "tags")}
-    explanation = tie_explanation.explain(ref, other, bound, MAX_FLIPS)
+    explanation = tie_explanation.explain(ref, other, bound)
     assert explanation is not None, (
         f"{name}: people differ ({len(people_ref[0])} vs {len(people_other[0])}) and no flip of at most "
-        f"{MAX_FLIPS} decisions of the reference at ties (within {TIE_NOISE} of each output's peak) reproduces them")
+        f"{tie_explanation.MAX_FLIPS} decisions of the reference at ties (within {TIE_NOISE} of each output's "
+        f"peak) reproduces them")
     if not EXPLAINED:
         TERMINAL_REPORT.append(("people that differ at a tie (ONNX Runtime vs torch)", EXPLAINED))
     EXPLAINED.append(f"{name}: {explanation.describe()}")

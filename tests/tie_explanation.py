@@ -38,6 +38,8 @@ import numpy as np
 
 FIELDS = ("x", "y", "val", "tag0", "tag1")
 PEOPLE_TOL = 1e-4  # x, y, joint and person scores (the tolerance of the golden comparisons)
+# Flips one image may need besides top-k orders; more would not be a few ties but a drift of the maps.
+MAX_FLIPS = 8
 
 People = tuple[np.ndarray, np.ndarray]
 
@@ -388,7 +390,7 @@ def _candidate_flip(search: _Search, unit: _Unit, new_candidates: np.ndarray, bo
 
 
 def explain(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], bound: dict[str, float],
-            max_flips: int, bit_equal: bool = False, threshold: float = 0.1) -> Explanation | None:
+            max_flips: int = MAX_FLIPS, bit_equal: bool = False, threshold: float = 0.1) -> Explanation | None:
     """Explain why ``other``'s people differ from ``reference``'s (image 0 of each), or ``None``.
 
     ``max_flips``: the most flips besides top-k orders (each of those is one joint's list, checked
