@@ -96,7 +96,7 @@ def rendered_outputs(image: CocoImage, annotations: list[dict], input_size: int 
 
 
 def rendered_decode(image: CocoImage, annotations: list[dict], input_size: int = 512, decode=None) -> dict:
-    """``{"candidates", "heatmap", "tags"}`` of network outputs rendered from the ground truth.
+    """``{"candidates", "heatmap", "tags", "tiles"}`` of network outputs rendered from the ground truth.
 
     ``decode``: raw outputs ``[y0, y1]`` → those outputs; by default the torch ``DecodeOnly`` (the
     reference's ``Decode``), or e.g. ``export.decode_onnx.DecodeOnlySession(path).run``.
@@ -122,7 +122,8 @@ def rendered_people(image: CocoImage, annotations: list[dict], input_size: int =
     config = DecodeConfig()
     outputs = rendered_decode(image, annotations, input_size, decode)
     persons, scores = decode_people(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0],
-                                    config.detection_threshold, config.tag_threshold, with_refine=refine)
+                                    outputs["tiles"][0], config.detection_threshold, config.tag_threshold,
+                                    with_refine=refine)
     return people_in_image(persons, scores, scale_geometry(image.width, image.height, input_size))
 
 

@@ -109,7 +109,8 @@ def rendered_part(images, annotations, size: int) -> dict:
     say("compiling the grouping kernels (numba; cached after the first run)")
     one_person = np.zeros((17, 30, 5), np.float32)
     one_person[0, 0] = (1.0, 1.0, 0.5, 0.0, 0.0)
-    decode_people(one_person, np.full((17, 8, 8), 0.2, np.float32), np.zeros((17, 8, 8, 2), np.float32))
+    decode_people(one_person, np.full((17, 8, 8), 0.2, np.float32), np.zeros((17, 8, 8, 2), np.float32),
+                  np.array([[[[0.2, 0.0, 0.0, 0.0, 0.0]]]] * 17, np.float32))
     for image in progress(images, len(images), f"GT-rendered maps, input {size}"):
         raw = rendered_outputs(image, annotations.get(image.id, []), size)
         geometry = scale_geometry(image.width, image.height, size)
@@ -118,7 +119,7 @@ def rendered_part(images, annotations, size: int) -> dict:
             for refine in (True, False):
                 began = time.perf_counter()
                 persons, scores = decode_people(out["candidates"][0], out["heatmap"][0], out["tags"][0],
-                                                with_refine=refine)
+                                                out["tiles"][0], with_refine=refine)
                 part[mode_key(flip, refine)]["post_s"] += time.perf_counter() - began
                 people = people_in_image(persons, scores, geometry)
                 part[mode_key(flip, refine)]["results"].extend(coco_results(image.id, people))
@@ -146,7 +147,7 @@ def network_part(path: Path, images) -> dict:
             part["graph_s"] += time.perf_counter() - began
             for refine in (True, False):
                 persons, scores = decode_people(out["candidates"][0], out["heatmap"][0], out["tags"][0],
-                                                with_refine=refine)
+                                                out["tiles"][0], with_refine=refine)
                 people = people_in_image(persons, scores, prepared.base_geometry)
                 entry = part[refine_key(refine)]
                 entry["people"][str(image.id)] = [[p.keypoints.tolist(), float(p.score)] for p in people]

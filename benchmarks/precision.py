@@ -159,7 +159,8 @@ def people_arrays(outputs: dict[str, np.ndarray], geometry) -> tuple[np.ndarray,
     from runtime.grouping import decode_people
     from runtime.results import people_in_image
 
-    persons, scores = decode_people(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0])
+    persons, scores = decode_people(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0],
+                                    outputs["tiles"][0])
     people = people_in_image(persons, scores, geometry)
     keypoints = np.array([p.keypoints for p in people], dtype=np.float64).reshape(-1, 17, 3)
     return keypoints, np.array([p.score for p in people], dtype=np.float64)

@@ -9,7 +9,10 @@ images: read + warp, graph, grouping + refine, total, images/s, peak RSS, for
 
 Host post-processing (--section host) (grouping + adjust + score + refine, from the same top-k candidates and maps):
 ours (numba, runtime.grouping) vs a literal mmpose-style NumPy + munkres implementation
-(benchmarks/baseline.py). Two kinds of maps:
+(benchmarks/baseline.py). Our refine reads the graph's tile summary (the ``tiles`` output), which the
+DecodeGraph computes next to the network; the "tiles in graph ms" column is what that summary costs
+there: ``export.graphs.tile_summary`` alone as an ONNX graph in ONNX Runtime (CPU, as the backend's
+session) on the same maps, so host and graph cost are both in the run. Two kinds of maps:
   rendered  network outputs rendered from COCO ground truth (realistic scenes; the mini set's
             most crowded images)
   network   HigherHRNet-W32 with synthetic weights on the bundled samples (60-130 mostly
@@ -70,11 +73,49 @@ def mmpose_style(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray,
     return persons, scores
 
 
-def ours(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray,
+def ours(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray, tiles: np.ndarray,
          refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
     from runtime.grouping import decode_people
 
-    return decode_people(candidates, heatmap, tags, with_refine=refine)
+    return decode_people(candidates, heatmap, tags, tiles, with_refine=refine)
+
+
+def tile_summary_session():
+    """``export.graphs.tile_summary`` alone, exported like the DecodeGraph (TorchScript exporter, H and W
+    dynamic) and opened in ONNX Runtime on the CPU: ``run(summary_feed(heatmap, tags))`` → tiles."""
+    import io
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    from export.graphs import tile_summary
+    from export.onnx import OPSET
+
+    class Summary(torch.nn.Module):
+        def forward(self, heatmap, tag0, tag1):
+            return tile_summary(heatmap, [tag0, tag1])
+
+    sample = [torch.zeros((1, 17, 64, 64))] * 3
+    axes = {name: {2: "height", 3: "width"} for name in ("heatmap", "tag0", "tag1")}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Summary(), tuple(sample), buffer, dynamo=False, opset_version=OPSET,
+                          input_names=list(axes), output_names=["tiles"], dynamic_axes=axes)
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+
+    def run(feed: dict[str, np.ndarray]) -> np.ndarray:
+        return session.run(None, feed)[0][0]
+
+    return run
+
+
+def summary_feed(heatmap: np.ndarray, tags: np.ndarray) -> dict[str, np.ndarray]:
+    """The tile summary graph's inputs: the heatmap and each tag component as its own contiguous map, as
+    the DecodeGraph holds them before it interleaves the two components into ``tags``."""
+    return {"heatmap": heatmap[None], "tag0": np.ascontiguousarray(tags[None, ..., 0]),
+            "tag1": np.ascontiguousarray(tags[None, ..., 1])}
 
 
 def rendered_maps(count: int):
@@ -86,7 +127,7 @@ def rendered_maps(count: int):
     crowded = sorted(coco.images, key=lambda im: -sum(1 for a in annotations.get(im.id, []) if a.get("num_keypoints", 0)))
     for image in crowded[:count]:
         outputs = rendered_decode(image, annotations.get(image.id, []))
-        yield image.path.name, outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0]
+        yield image.path.name, outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0], outputs["tiles"][0]
 
 
 def network_maps(count: int):
@@ -99,7 +140,7 @@ def network_maps(count: int):
     estimator = PoseEstimator(open_torch("w32", "synthetic:0", 512))
     for path in bundled_samples()[:count]:
         outputs = estimator.run_graph(estimator.prepare(read_image(path)))
-        yield path.name, outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0]
+        yield path.name, outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0], outputs["tiles"][0]
 
 
 def timed(function, arguments, repeat: int) -> tuple[float, tuple]:
@@ -113,29 +154,36 @@ def timed(function, arguments, repeat: int) -> tuple[float, tuple]:
 
 
 def host_postprocessing(maps, repeat: int, baseline_repeat: int, refine: bool = True) -> list[dict]:
+    summary = tile_summary_session()
     rows = []
-    for name, candidates, heatmap, tags in maps:
-        ours(candidates, heatmap, tags, refine)  # compile / warm caches outside the timing
-        t_ours, (persons, scores) = timed(ours, (candidates, heatmap, tags, refine), repeat)
+    for name, candidates, heatmap, tags, tiles in maps:
+        ours(candidates, heatmap, tags, tiles, refine)  # compile / warm caches outside the timing
+        t_ours, (persons, scores) = timed(ours, (candidates, heatmap, tags, tiles, refine), repeat)
+        feed = (summary_feed(heatmap, tags),)
+        if not np.array_equal(summary(*feed), tiles):
+            raise SystemExit(f"{name}: the ONNX Runtime tile summary differs from the graph's tiles output")
+        t_tiles, _ = timed(summary, feed, repeat)
         t_ref, (ref_persons, ref_scores) = timed(mmpose_style, (candidates, heatmap, tags, refine), baseline_repeat)
         identical = persons.shape == ref_persons.shape and np.allclose(persons, ref_persons, atol=1e-4)
         rows.append({"image": name, "size": f"{heatmap.shape[2]}x{heatmap.shape[1]}", "people": len(persons),
                      "missing": int((ref_persons[:, :, 2] == 0).sum()) if len(ref_persons) else 0,
-                     "ours_ms": t_ours * 1e3, "mmpose_ms": t_ref * 1e3, "identical": identical})
+                     "ours_ms": t_ours * 1e3, "tiles_ms": t_tiles * 1e3, "mmpose_ms": t_ref * 1e3,
+                     "identical": identical})
     return rows
 
 
 def print_rows(title: str, rows: list[dict]) -> None:
     print(f"\n### {title}\n")
-    print("| image | map | people | ours ms | mmpose-style ms | speed-up | identical people |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("| image | map | people | ours ms | tiles in graph ms | mmpose-style ms | speed-up | identical people |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r['image']} | {r['size']} | {r['people']} | {r['ours_ms']:.1f} | {r['mmpose_ms']:.1f} | "
-              f"{r['mmpose_ms'] / r['ours_ms']:.0f}x | {'yes' if r['identical'] else 'NO'} |")
+        print(f"| {r['image']} | {r['size']} | {r['people']} | {r['ours_ms']:.1f} | {r['tiles_ms']:.1f} | "
+              f"{r['mmpose_ms']:.1f} | {r['mmpose_ms'] / r['ours_ms']:.0f}x | {'yes' if r['identical'] else 'NO'} |")
     total_ours = sum(r["ours_ms"] for r in rows)
+    total_tiles = sum(r["tiles_ms"] for r in rows)
     total_ref = sum(r["mmpose_ms"] for r in rows)
-    print(f"| **per image** | | | **{total_ours / len(rows):.1f}** | **{total_ref / len(rows):.1f}** | "
-          f"**{total_ref / total_ours:.0f}x** | |")
+    print(f"| **per image** | | | **{total_ours / len(rows):.1f}** | **{total_tiles / len(rows):.1f}** | "
+          f"**{total_ref / len(rows):.1f}** | **{total_ref / total_ours:.0f}x** | |")
 
 
 BACKENDS = ("onnx", "torch")
@@ -154,7 +202,13 @@ def end_to_end_worker(kind: str, engine: Path | None, count: int, refine: bool =
 
     backend = open_backend(engine) if kind == "onnx" else open_torch("w32", "synthetic:0", 512)
     estimator = PoseEstimator(backend, refine=refine)
-    decoders = {kind: ours} if kind == "onnx" else {"torch": ours, "mmpose-style": mmpose_style}
+    def our_decode(outputs, refine):
+        return ours(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0], outputs["tiles"][0], refine)
+
+    def mmpose_decode(outputs, refine):
+        return mmpose_style(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0], refine)
+
+    decoders = {kind: our_decode} if kind == "onnx" else {"torch": our_decode, "mmpose-style": mmpose_decode}
     paths = bundled_samples()[:count]
     shared = {"read_warp": 0.0, "graph": 0.0}
     post = {name: 0.0 for name in decoders}
@@ -170,7 +224,7 @@ def end_to_end_worker(kind: str, engine: Path | None, count: int, refine: bool =
             shared["graph"] += ran - warped
         for name, decode in decoders.items():
             began = time.perf_counter()
-            persons, _ = decode(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0], refine)
+            persons, _ = decode(outputs, refine)
             if position:
                 post[name] += time.perf_counter() - began
                 people[name] += len(persons)
@@ -330,7 +384,7 @@ def mmpose_style_gpu(backend, images: list[np.ndarray], repeat: int, refine: boo
             torch.cuda.synchronize()
             uploaded = time.perf_counter()
             with torch.inference_mode():
-                candidates, heatmap, tags = backend.graph(*inputs)
+                candidates, heatmap, tags = backend.graph(*inputs)[:3]  # the tile summary is ours only
             torch.cuda.synchronize()
             ran = time.perf_counter()
             candidates, heatmap, tags = (t[0].cpu().numpy() for t in (candidates, heatmap, tags))
@@ -355,9 +409,9 @@ def device_grouping(repeat: int, count: int) -> list[dict]:
     decoder = DeviceDecoder(stream=non_blocking_stream(cuda))
     rows = []
     for kind, maps in (("rendered", rendered_maps(count)), ("network", network_maps(count))):
-        for name, candidates, heatmap, tags in maps:
+        for name, candidates, heatmap, tags, tiles in maps:
             on_device = [cuda.to_device(a) for a in (candidates, heatmap, tags)]
-            t_host, (expected, _) = timed(ours, (candidates, heatmap, tags), repeat)
+            t_host, (expected, _) = timed(ours, (candidates, heatmap, tags, tiles), repeat)
             row = {"maps": kind, "image": name, "size": f"{heatmap.shape[2]}x{heatmap.shape[1]}",
                    "people": len(expected), "njit_ms": t_host * 1e3, "identical": True}
             for grouping, launch in (("host", decoder.launch_host_grouped), ("device", decoder.launch)):

@@ -12,7 +12,7 @@ checkpoint.
 * inputs, float32, one pair per scale (largest first): ``y0 [2N, 34, h, w]`` and ``y1 [2N, 17, 2h, 2w]``,
   the network's two outputs for the N images followed by their flipped copies; named ``y0``, ``y1``
   for one scale, ``y0_0``, ``y1_0``, ``y0_1`` … for several; every size dynamic;
-* outputs: ``candidates``, ``heatmap``, ``tags`` exactly as the DecodeGraph file's, at the base size
+* outputs: ``candidates``, ``heatmap``, ``tags``, ``tiles`` exactly as the DecodeGraph file's, at the base size
   ``4h × 4w`` of the scale-1 pair;
 * ``metadata_props``: the decode parameters as ``decode_only.*`` keys (JSON values, ``DecodeConfig``'s
   fields) and ``export.*`` keys (opset, exporter, torch version). Not ``hrnet_deploy.*`` on purpose:
@@ -74,6 +74,7 @@ def _dynamic_axes(config: DecodeConfig) -> dict[str, dict[int, str]]:
     axes = {name: {0: "batch2", 2: f"height_{name}", 3: f"width_{name}"} for name in names}
     axes["candidates"] = {0: "batch"}
     axes["heatmap"] = axes["tags"] = {0: "batch", 2: "height", 3: "width"}
+    axes["tiles"] = {0: "batch", 2: "tiles_down", 3: "tiles_across"}
     return axes
 
 

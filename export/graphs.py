@@ -3,7 +3,8 @@
 ``DecodeGraph = Decode ∘ network ∘ Normalize``: normalize (SPEC §4.4) → batch each image with its
 horizontal flip → HigherHRNet → flip back + permute (SPEC §5) → resize every stage directly to the base
 size, average stages, flips and scales (SPEC §5, §11) → NMS 5×5 → top-k per joint → gather tags →
-quarter-pixel adjust of each candidate (SPEC §6, §8). ``Decode`` alone can be fed recorded or rendered
+quarter-pixel adjust of each candidate (SPEC §6, §8) → the tile summary refine searches (SPEC §8,
+``tile_summary``). ``Decode`` alone can be fed recorded or rendered
 network outputs; ``DecodeOnly`` is the same decode with nothing but those outputs as inputs (what
 ``export.decode_onnx`` exports).
 
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.metadata import MEAN, NUM_JOINTS, STD, DecodeConfig
+from runtime.metadata import MEAN, NUM_JOINTS, STD, TILE_SHAPE, DecodeConfig
 
 # Candidate columns, in this order, in the ``candidates`` output.
 CANDIDATE_FIELDS = ("x", "y", "val", "tag0", "tag1")
@@ -56,14 +57,41 @@ def _gather(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(flat, 2, index)
 
 
+def _tile_reduce(x: torch.Tensor, reduce) -> torch.Tensor:
+    """``reduce`` (``torch.amax`` / ``torch.amin``) of ``[N, J, H, W]`` over tiles of TILE_SHAPE:
+    ``[N, J, H / rows, W / columns]``. Along each row's contiguous runs of ``columns`` first, then
+    over ``rows`` of those: both reductions read memory in order (about twice as fast in ONNX Runtime
+    as one reduction over two strided axes, and five times a MaxPool of the tile's size)."""
+    rows, columns = TILE_SHAPE
+    n, joints, height = x.shape[:3]
+    across = reduce(x.reshape(n, joints, height, -1, columns), 4)
+    return reduce(across.reshape(n, joints, -1, rows, across.shape[3]), 3)
+
+
+def tile_summary(heatmap: torch.Tensor, tag_maps: list[torch.Tensor]) -> torch.Tensor:
+    """``[N, 17, H / 8, W / 16, 5]``: per joint and tile of TILE_SHAPE pixels the largest heatmap
+    value and the smallest and largest value of each tag component (``TILE_FIELDS``).
+
+    Refine (``runtime.grouping``) bounds a tile's scores by these and searches only the tiles that
+    can hold a person's maximum, so the host never reads a whole map. Maxima and minima are exact,
+    so the summary is bit-exact for any reduction order; H and W must be multiples of the tile sides
+    (every base size is). A NaN in a tile may or may not appear in its summary, depending on the
+    backend: refine treats a NaN field as unknown.
+    """
+    fields = [_tile_reduce(heatmap, torch.amax)]
+    for tag in tag_maps:
+        fields += [_tile_reduce(tag, torch.amin), _tile_reduce(tag, torch.amax)]
+    return torch.stack(fields, dim=4)
+
+
 class Decode(nn.Module):
-    """Raw network outputs of every scale → ``(candidates, heatmap, tags)``.
+    """Raw network outputs of every scale → ``(candidates, heatmap, tags, tiles)``.
 
     Input: one ``(y0, y1)`` pair per scale (largest first), batch ``2N``: the raw outputs of the N
     images, then those of their flipped copies (batch ``N``, the images alone, when ``config.flip``
     is off). Outputs at the base size ``H × W``: ``candidates [N, 17, k, 5]`` (adjusted x, y, val,
     tag0, tag1), ``heatmap [N, 17, H, W]`` and ``tags [N, 17, H, W, 2]`` (original and flipped tag of
-    each pixel, SPEC §5.3).
+    each pixel, SPEC §5.3) and ``tiles [N, 17, H / 8, W / 16, 5]`` (``tile_summary``).
 
     Without the flip test the reference's tags have one component. The second component is then 0:
     every distance grouping and refine take is ``sqrt(d0² + 0)``, which is ``|d0|`` exactly (the
@@ -82,10 +110,12 @@ class Decode(nn.Module):
         groups = [torch.index_select(g, 1, self.flip_index) for g in torch.split(y, NUM_JOINTS, dim=1)]
         return torch.cat(groups, dim=1) if len(groups) > 1 else groups[0]
 
-    def aggregate(self, outputs: list[tuple[torch.Tensor, torch.Tensor]], height, width) -> tuple[torch.Tensor, torch.Tensor]:
-        """Heatmap ``[N,17,H,W]`` averaged over stages, flips and scales; tags ``[N,17,H,W,2]`` of scale 1."""
+    def aggregate(self, outputs: list[tuple[torch.Tensor, torch.Tensor]], height,
+                  width) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Heatmap ``[N,17,H,W]`` averaged over stages, flips and scales; the two tag components
+        ``[N,17,H,W]`` of scale 1 (original and flipped pass)."""
         total = None
-        tags = None
+        tag_maps = None
         for index, (y0, y1) in enumerate(outputs):
             if self.config.flip:
                 n = y0.shape[0] // 2
@@ -97,13 +127,12 @@ class Decode(nn.Module):
             heatmap = (stage_averages[0] + stage_averages[1]) / 2.0 if self.config.flip else stage_averages[0]
             total = heatmap if total is None else total + heatmap
             if index == self.config.base:
-                pass_tags = [_resize(a[:, NUM_JOINTS:], height, width) for a, _ in passes]
+                tag_maps = [_resize(a[:, NUM_JOINTS:], height, width) for a, _ in passes]
                 if not self.config.flip:
-                    pass_tags.append(torch.zeros_like(pass_tags[0]))
-                tags = torch.stack(pass_tags, dim=4)
+                    tag_maps.append(torch.zeros_like(tag_maps[0]))
         if len(outputs) > 1:
             total = total / float(len(outputs))
-        return total, tags
+        return total, tag_maps
 
     def candidates(self, heatmap: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
         """NMS, top-k, tag gather and quarter-pixel adjust of every candidate (SPEC §6, §8)."""
@@ -136,8 +165,9 @@ class Decode(nn.Module):
         return torch.cat([x_adjusted.unsqueeze(3), y_adjusted.unsqueeze(3), val.unsqueeze(3), tag], dim=3)
 
     def forward(self, outputs: list[tuple[torch.Tensor, torch.Tensor]], height, width):
-        heatmap, tags = self.aggregate(outputs, height, width)
-        return self.candidates(heatmap, tags), heatmap, tags
+        heatmap, tag_maps = self.aggregate(outputs, height, width)
+        tags = torch.stack(tag_maps, dim=4)
+        return self.candidates(heatmap, tags), heatmap, tags, tile_summary(heatmap, tag_maps)
 
 
 class DecodeOnly(nn.Module):
@@ -159,7 +189,7 @@ class DecodeOnly(nn.Module):
 
 
 class DecodeGraph(nn.Module):
-    """uint8 image(s) → ``(candidates, heatmap, tags)``: the whole dense part of the reference.
+    """uint8 image(s) → ``(candidates, heatmap, tags, tiles)``: the whole dense part of the reference.
 
     One uint8 ``[N, H_s, W_s, 3]`` input per scale, largest first (sizes from
     ``runtime.preprocess.multi_scale_geometry``); the scale-1 input sets the base size.

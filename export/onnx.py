@@ -15,7 +15,8 @@ NMS, top-k, tag gather, quarter-pixel adjust) as a single ONNX graph:
   (``image``, or ``image_0`` … largest scale first); N, H and W are dynamic, H and W must be
   multiples of 64 (what ``runtime.preprocess`` produces; recorded as ``export.input_multiple``);
 * outputs: ``candidates [N, 17, k, 5]``, ``heatmap [N, 17, H, W]``, ``tags [N, 17, H, W, 2]`` at the
-  scale-1 size;
+  scale-1 size, and ``tiles [N, 17, H / 8, W / 16, 5]``, the summary refine searches
+  (``export.graphs.tile_summary``);
 * weights inside the file (never an external-data sidecar; HigherHRNet-W48 is ~255 MB, far below
   protobuf's 2 GB limit);
 * ``metadata_props``: ``ModelMetadata.to_props()`` (what every backend reads) plus ``export.*`` keys:
@@ -247,6 +248,7 @@ def _dynamic_axes(metadata: ModelMetadata) -> dict[str, dict[int, str]]:
     axes["candidates"] = {0: "batch"}
     axes["heatmap"] = {0: "batch", 2: base[1], 3: base[2]}
     axes["tags"] = {0: "batch", 2: base[1], 3: base[2]}
+    axes["tiles"] = {0: "batch", 2: "tiles_down", 3: "tiles_across"}
     return axes
 
 
@@ -315,8 +317,9 @@ def set_metadata(model, props: dict[str, str]) -> None:
 
 
 def _fix_output_shapes(model, metadata: ModelMetadata) -> None:
-    """Static sizes where the tracer left symbols: 17 joints, k candidates, 5 fields, 2 tags."""
-    fixed = {"candidates": {1: 17, 2: metadata.decode.top_k, 3: 5}, "heatmap": {1: 17}, "tags": {1: 17, 4: 2}}
+    """Static sizes where the tracer left symbols: 17 joints, k candidates, 5 fields, 2 tags, 5 tile fields."""
+    fixed = {"candidates": {1: 17, 2: metadata.decode.top_k, 3: 5}, "heatmap": {1: 17}, "tags": {1: 17, 4: 2},
+             "tiles": {1: 17, 4: 5}}
     for output in model.graph.output:
         for axis, size in fixed.get(output.name, {}).items():
             dim = output.type.tensor_type.shape.dim[axis]

@@ -38,7 +38,7 @@ TESTED_TRITON = "2.51.0"
 DEFAULT_RELEASE = "24.10"  # the NGC container of Triton 2.51.0
 MODELS_DIR = Path(__file__).with_name("triton_models")
 # runtime modules the Python-backend people model imports; copied into the repository beside it.
-PEOPLE_MODULES = ("__init__.py", "grouping.py", "metadata.py", "serving.py")
+PEOPLE_MODULES = ("__init__.py", "errors.py", "grouping.py", "metadata.py", "serving.py")
 
 
 class Enum(str):
@@ -118,7 +118,8 @@ def _io(metadata: ModelMetadata) -> tuple[list[dict], list[dict], list[dict]]:
     images = [{"name": name, "data_type": Enum("TYPE_UINT8"), "dims": [-1, -1, 3]} for name in metadata.input_names]
     graph = [{"name": "candidates", "data_type": Enum("TYPE_FP32"), "dims": [NUM_JOINTS, k, 5]},
              {"name": "heatmap", "data_type": Enum("TYPE_FP32"), "dims": [NUM_JOINTS, -1, -1]},
-             {"name": "tags", "data_type": Enum("TYPE_FP32"), "dims": [NUM_JOINTS, -1, -1, 2]}]
+             {"name": "tags", "data_type": Enum("TYPE_FP32"), "dims": [NUM_JOINTS, -1, -1, 2]},
+             {"name": "tiles", "data_type": Enum("TYPE_FP32"), "dims": [NUM_JOINTS, -1, -1, 5]}]
     limit = max_people(metadata)
     people = [{"name": "persons", "data_type": Enum("TYPE_FP32"), "dims": [limit, NUM_JOINTS, 5]},
               {"name": "scores", "data_type": Enum("TYPE_FP32"), "dims": [limit]},
@@ -222,7 +223,7 @@ def readme(source: Source, options: Options, max_batch: int, names: list[str]) -
               + ("Outputs of the ensemble: persons [P, 17, 5] (x, y in base-size map coordinates, score, tag0, tag1), "
                  f"scores [P], count [1], P = 17 × top_k = {max_people(source.metadata)}: every person holds at least "
                  "one candidate, so the grouping never finds more." if options.grouping_on == "server" else
-                 "Outputs: the DecodeGraph's candidates, heatmap, tags; the client groups."),
+                 "Outputs: the DecodeGraph's candidates, heatmap, tags, tiles; the client groups."),
               "", "## Run it (from this folder)", "", "```bash", command, "```", "",
               f"Then: `python -m runtime.run --engine triton://127.0.0.1:8000/{entry} --image a.jpg --out people.json`.",
               "", "## Versions", ""]

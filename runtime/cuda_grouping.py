@@ -54,16 +54,16 @@ The device refine search is not the host's, and what proves them equal
 Both return, per (joint, person), the first row-major maximum of ``hm - round(||tag - prev||)``
 (SPEC §8); they differ in how they find it, because the hardware rewards opposite things.
 The host's search (``grouping.HOST_REFINE``) is sequential and data-dependent: per joint it
-builds tile summaries and tag buckets in freshly allocated arrays, sorts them
+builds tag buckets of the graph's tile summary in freshly allocated arrays, sorts them
 (``np.argsort``) and then lets each person visit a few tiles in the order of exact bounds,
 stopping early.  Allocation, sorting and NumPy array functions are not available in CUDA
 device code, and the part that would port (one thread per (joint, person) walking its tiles)
 gives a few thousand threads of divergent, serial, uncoalesced work on a device built for
 hundreds of thousands of threads: the dense pass here reads each map once, coalesced, scores
 every pixel against every person on the joint's list with every thread busy, and reduces with
-an order-free ``atomic.max`` (a search per person would also need the per-joint summaries
-built first, in a kernel of its own).  The two are proved equal, bit for bit, by the simulator
-suites of ``tests/test_cuda_grouping.py`` (``decode``: group + score + refine on tie-heavy
+an order-free ``atomic.max`` (on the device the graph's ``tiles`` output is not read).  The two
+are proved equal, bit for bit, by the simulator suites of ``tests/test_cuda_grouping.py``
+(``decode``: group + score + refine on tie-heavy
 maps of seven kinds; ``ties``: flat maps, signed zeros, equal maxima in other threads and
 blocks, NaN and infinities, more persons than one shared-memory chunk), by the ``gpu`` test on
 the mini set's maps on real hardware, and score by score by

@@ -63,13 +63,15 @@ Refine
 ------
 mmpose scores every pixel of every joint map for every person.  The host computes the same
 first maximum (highest score, then lowest row-major pixel) with a search whose cost per person
-does not depend on the map or the crowd (``_refine_joint``): per joint the maps are summarised
-once in tiles (largest heatmap value, tag ranges) and the tiles bucketed by tag value; each
-person visits buckets and tiles by decreasing exact upper bound of their scores
+does not depend on the map or the crowd (``_refine_joint``): the DecodeGraph summarises each
+joint's maps in tiles (its ``tiles`` output: largest heatmap value, tag ranges; the dense pass
+stays next to the network), the host buckets the tiles by tag value, and each person visits
+buckets and tiles by decreasing exact upper bound of their scores
 (``_bound``: a score never exceeds its heatmap value and falls with the rounded distance) and
 stops at the first one that cannot reach its best score.  Since the rounded distance is an
 integer and a joint's heatmap spans a range below 1 on trained or rendered maps, the maximum
-lies among the highest values at the one or two smallest rounded distances: a few tiles.
+lies among the highest values at the one or two smallest rounded distances: a few tiles, and
+the host reads the dense maps only there.
 These search functions (``HOST_REFINE``) are compiled for the host only: the device build
 scores every (pixel, person) pair in one dense pass instead (``runtime.cuda_grouping`` says why
 and which tests prove the two searches equal); it shares ``_tag_distance``, ``_prev_tag``,
@@ -86,6 +88,8 @@ import types
 
 import numba
 import numpy as np
+
+from runtime.metadata import TILE_SHAPE, tile_grid
 
 __all__ = [
     "NUM_JOINTS",
@@ -107,10 +111,8 @@ _TWO52 = 4503599627370496.0
 _MUNKRES_START_MIN = 9223372036854775808.0
 # Cost of the columns added when there are more candidates than persons (mmpose: 1e10).
 _PAD_COST = 1e10
-# Refine summarises the maps in tiles of _TILE_ROWS x _TILE_COLS pixels and buckets the tiles
-# on a grid in tag space of cells of _BUCKET_SIZE tag units, at most _MAX_BUCKETS per axis.
-_TILE_ROWS = 8
-_TILE_COLS = 16
+# Refine buckets the tiles of the graph's summary (TILE_SHAPE pixels each) on a grid in tag
+# space of cells of _BUCKET_SIZE tag units, at most _MAX_BUCKETS per axis.
 _BUCKET_SIZE = 0.25
 _MAX_BUCKETS = 16
 
@@ -561,60 +563,27 @@ def _write_refined(j, p, at, persons, heatmap):
         persons[p, j, 2] = val
 
 
-def _tile_summary(j, heatmap, tags, tile, tile_rows, tile_cols):
-    """Per tile of ``tile_rows x tile_cols`` pixels (row-major tile order) the largest heatmap
-    value and the range of both tag components into ``tile [n_tiles, 5]``.
+def _unknown_if_nan(v, unknown):
+    return v if v == v else unknown
 
-    One pass over the joint's contiguous rows into per-column extremes (the two tag components
-    interleaved as stored), then a short reduction per tile.  Each update is a float32 compare
-    and select with no other branch, which LLVM turns into SIMD max/min: this pass reads every
-    pixel of the maps and is most of refine's time.  ``v > a`` is false for a NaN ``v``, so
-    NaN pixels are left out like ``np.fmax`` does (a NaN pixel scores NaN, which never wins a
-    strict comparison); a tile of NaN only gets -inf (and an empty tag range).
-    """
-    height = heatmap.shape[1]
-    width = heatmap.shape[2]
-    band_tiles = (width + tile_cols - 1) // tile_cols
-    h_col = np.empty(width, np.float32)
-    lo_col = np.empty(2 * width, np.float32)
-    hi_col = np.empty(2 * width, np.float32)
-    band = 0
-    for y0 in range(0, height, tile_rows):
-        h_col[:] = -np.inf
-        lo_col[:] = np.inf
-        hi_col[:] = -np.inf
-        for y in range(y0, min(y0 + tile_rows, height)):
-            h_row = heatmap[j, y]
-            for x in range(width):
-                v = h_row[x]
-                a = h_col[x]
-                h_col[x] = v if v > a else a
-            tag_row = tags[j, y].reshape(2 * width)
-            for x in range(2 * width):
-                v = tag_row[x]
-                lo = lo_col[x]
-                hi = hi_col[x]
-                lo_col[x] = v if v < lo else lo
-                hi_col[x] = v if v > hi else hi
-        for c in range(band_tiles):
-            k = band * band_tiles + c
-            h_max = np.float32(-np.inf)
-            lo0 = np.float32(np.inf)
-            hi0 = np.float32(-np.inf)
-            lo1 = np.float32(np.inf)
-            hi1 = np.float32(-np.inf)
-            for x in range(c * tile_cols, min(c * tile_cols + tile_cols, width)):
-                h_max = max(h_max, h_col[x])
-                lo0 = min(lo0, lo_col[2 * x])
-                hi0 = max(hi0, hi_col[2 * x])
-                lo1 = min(lo1, lo_col[2 * x + 1])
-                hi1 = max(hi1, hi_col[2 * x + 1])
-            tile[k, 0] = h_max
-            tile[k, 1] = lo0
-            tile[k, 2] = hi0
-            tile[k, 3] = lo1
-            tile[k, 4] = hi1
-        band += 1
+
+def _tile_bounds(j, tiles, tile):
+    """Joint ``j`` of the graph's tile summary (``tiles [17, down, across, 5]``) into
+    ``tile [down * across, 5]`` in row-major tile order, each NaN field made unknown (largest
+    heatmap value +inf, tag bound -inf or +inf).
+
+    Backends reduce NaN differently (a tile holding one may summarise to NaN or to the extreme
+    of its other pixels); a NaN pixel scores NaN and never wins, so with unknown fields every
+    bound still bounds the pixels that can."""
+    k = 0
+    for ty in range(tiles.shape[1]):
+        for tx in range(tiles.shape[2]):
+            tile[k, 0] = _unknown_if_nan(tiles[j, ty, tx, 0], np.inf)
+            tile[k, 1] = _unknown_if_nan(tiles[j, ty, tx, 1], -np.inf)
+            tile[k, 2] = _unknown_if_nan(tiles[j, ty, tx, 2], np.inf)
+            tile[k, 3] = _unknown_if_nan(tiles[j, ty, tx, 3], -np.inf)
+            tile[k, 4] = _unknown_if_nan(tiles[j, ty, tx, 4], np.inf)
+            k += 1
 
 
 def _cell_of(v, low, size, count):
@@ -628,12 +597,15 @@ def _cell_of(v, low, size, count):
     return int(c)
 
 
-def _tag_buckets(tile, n_tiles, order, cell_start, cell_box, cell_cap, bucket_size, max_cells):
+def _tag_buckets(tile, n_tiles, order, run_end, cell_start, cell_box, cell_cap, bucket_size,
+                 max_cells):
     """Tiles organised by tag value: each tile goes to the bucket of its tag ranges' centre on
     a grid in tag space (``bucket_size`` tag units, at most ``max_cells`` per axis), and
     ``order`` lists the tiles bucket by bucket, each bucket's by decreasing largest heatmap
-    value.  Per bucket ``cell_box`` holds the union of its tiles' tag ranges and ``cell_cap``
-    their largest heatmap value.  Returns the number of buckets.
+    value, tiles of equal value in row-major order.  ``run_end[i]`` is the position after the
+    last tile of ``order[i]``'s bucket with the same largest value.  Per bucket ``cell_box``
+    holds the union of its tiles' tag ranges and ``cell_cap`` their largest heatmap value.
+    Returns the number of buckets.
     """
     low0 = np.inf
     high0 = -np.inf
@@ -655,7 +627,7 @@ def _tag_buckets(tile, n_tiles, order, cell_start, cell_box, cell_cap, bucket_si
         size0 = max(bucket_size, (high0 - low0) / n0)
         size1 = max(bucket_size, (high1 - low1) / n1)
     n_cells = n0 * n1
-    by_height = np.argsort(-tile[:n_tiles, 0])
+    by_height = np.argsort(-tile[:n_tiles, 0], kind="mergesort")
     cell = np.empty(n_tiles, np.int64)
     for c in range(n_cells + 1):
         cell_start[c] = 0
@@ -682,6 +654,13 @@ def _tag_buckets(tile, n_tiles, order, cell_start, cell_box, cell_cap, bucket_si
         cell_box[c, 2] = min(cell_box[c, 2], tile[k, 3])
         cell_box[c, 3] = max(cell_box[c, 3], tile[k, 4])
         cell_cap[c] = max(cell_cap[c], tile[k, 0])
+    for c in range(n_cells):
+        end = cell_start[c + 1]
+        for i in range(end - 1, cell_start[c] - 1, -1):
+            if i + 1 < end and tile[order[i + 1], 0] == tile[order[i], 0]:
+                run_end[i] = run_end[i + 1]
+            else:
+                run_end[i] = i + 1
     return n_cells
 
 
@@ -742,17 +721,21 @@ def _search_tile(j, k, p0, p1, heatmap, tags, tile_rows, tile_cols, best, best_a
     return best, best_at
 
 
-def _search_person(j, p0, p1, heatmap, tags, tile, order, cell_start, cell_box, cell_cap,
-                   n_cells, cell_bound, tile_rows, tile_cols):
+def _search_person(j, p0, p1, heatmap, tags, tile, order, run_end, cell_start, cell_box,
+                   cell_cap, n_cells, cell_bound, tile_rows, tile_cols):
     """Flat pixel index of the first row-major maximum of ``hm[j] - round(||tags[j] - p||)``.
 
     The search visits the tag buckets by decreasing bound (``_rank_buckets``) and, inside a
     bucket, tiles by decreasing largest heatmap value, so it meets the maximum early; it keeps
     the best ``(score, pixel)`` pair (``_wins``).  A bucket, tile or pixel is skipped when its
-    bound cannot win (``_may_win``); since buckets are visited by decreasing bound and tiles by
-    decreasing largest value (a score never exceeds its heatmap value), the first bucket or
-    tile below the best score ends the search or the bucket.  Without any score above -inf
-    the answer is pixel 0, as for a row-major scan with a strict comparison.
+    bound cannot win (``_may_win``).  Buckets are visited by decreasing bound, so the first one
+    below the best score ends the search.  Inside a bucket the bound of a tile's largest value
+    at the bucket's tag box bounds that tile and every later one (their values are no larger):
+    below the best score it ends the bucket; equal to it, with the tile's first pixel after the
+    best pixel, it skips the tiles of the same value (they come later in row-major order), which
+    keeps maps of one repeated value (a joint nobody was seen with) from being walked tile by
+    tile.  Without any score above -inf the answer is pixel 0, as for a row-major scan with a
+    strict comparison.
     """
     width = heatmap.shape[2]
     band_tiles = (width + tile_cols - 1) // tile_cols
@@ -763,27 +746,33 @@ def _search_person(j, p0, p1, heatmap, tags, tile, order, cell_start, cell_box, 
         if -cell_bound[visit[v], 0] < best:
             break
         c = int(cell_bound[visit[v], 1])
-        for i in range(cell_start[c], cell_start[c + 1]):
+        i = cell_start[c]
+        while i < cell_start[c + 1]:
             k = order[i]
-            if tile[k, 0] < best:
+            reach = _bound(tile[k, 0], cell_box, c, p0, p1)
+            if reach < best:
                 break
             ty = k // band_tiles
             first_at = ty * tile_rows * width + (k - ty * band_tiles) * tile_cols
+            if reach == best and first_at > best_at:
+                i = run_end[i]
+                continue
             if _may_win(_bound(tile[k, 0], tile[:, 1:], k, p0, p1), first_at, best, best_at):
                 best, best_at = _search_tile(j, k, p0, p1, heatmap, tags, tile_rows, tile_cols,
                                              best, best_at)
+            i += 1
     if best == -np.inf:
         return 0
     return best_at
 
 
-def _refine_joint(j, persons, n_persons, heatmap, tags, prev, has_prev, tile_rows, tile_cols,
+def _refine_joint(j, persons, n_persons, heatmap, tags, tiles, prev, has_prev, tile_rows, tile_cols,
                   bucket_size, max_cells):
     """Refine joint ``j`` of every person that misses it (val == 0), writing ``persons``.
 
     Per pixel the score is ``hm - round(||tag - prev_tag||)`` in float32 and the first
-    row-major maximum wins (SPEC §8).  The joint's maps are summarised once per tile
-    (``_tile_summary``) and the tiles organised by tag value (``_tag_buckets``); each person
+    row-major maximum wins (SPEC §8).  The graph's summary of the joint's tiles
+    (``_tile_bounds``) is organised by tag value (``_tag_buckets``); each person
     then searches only what can still hold its maximum (``_search_person``).  The rounded
     distance is an integer and the heatmap spans a known range (below 1 for a trained or
     rendered map), so a person's maximum lies at the smallest one or two rounded distances
@@ -796,20 +785,20 @@ def _refine_joint(j, persons, n_persons, heatmap, tags, prev, has_prev, tile_row
             n_who += 1
     if n_who == 0:
         return
-    band_tiles = (heatmap.shape[2] + tile_cols - 1) // tile_cols
-    n_tiles = ((heatmap.shape[1] + tile_rows - 1) // tile_rows) * band_tiles
+    n_tiles = tiles.shape[1] * tiles.shape[2]
     tile = np.empty((n_tiles, 5), np.float32)
-    _tile_summary(j, heatmap, tags, tile, tile_rows, tile_cols)
+    _tile_bounds(j, tiles, tile)
     order = np.empty(n_tiles, np.int64)
+    run_end = np.empty(n_tiles, np.int64)
     cell_start = np.empty(max_cells * max_cells + 1, np.int64)
     cell_box = np.empty((max_cells * max_cells, 4), np.float32)
     cell_cap = np.empty(max_cells * max_cells, np.float32)
     cell_bound = np.empty((max_cells * max_cells, 2), np.float64)
-    n_cells = _tag_buckets(tile, n_tiles, order, cell_start, cell_box, cell_cap, bucket_size,
-                           max_cells)
+    n_cells = _tag_buckets(tile, n_tiles, order, run_end, cell_start, cell_box, cell_cap,
+                           bucket_size, max_cells)
     for p in range(n_persons):
         if _misses_joint(persons, p, j, has_prev):
-            at = _search_person(j, prev[p, 0], prev[p, 1], heatmap, tags, tile, order,
+            at = _search_person(j, prev[p, 0], prev[p, 1], heatmap, tags, tile, order, run_end,
                                 cell_start, cell_box, cell_cap, n_cells, cell_bound,
                                 tile_rows, tile_cols)
             _write_refined(j, p, at, persons, heatmap)
@@ -825,14 +814,14 @@ def _scores_host(persons, n_persons, out):
         out[p] = _person_score(persons, p)
 
 
-def _refine_host(persons, n_persons, heatmap, tags, prev, has_prev, tile_rows, tile_cols,
+def _refine_host(persons, n_persons, heatmap, tags, tiles, prev, has_prev, tile_rows, tile_cols,
                  bucket_size, max_cells):
     for p in range(n_persons):
         has_prev[p] = 1 if _prev_tag(persons, p, tags, prev) > 0 else 0
     # Joints are independent (each writes only its own column of persons): parallel and still
     # deterministic.
     for j in numba.prange(persons.shape[1]):
-        _refine_joint(j, persons, n_persons, heatmap, tags, prev, has_prev, tile_rows,
+        _refine_joint(j, persons, n_persons, heatmap, tags, tiles, prev, has_prev, tile_rows,
                       tile_cols, bucket_size, max_cells)
 
 
@@ -852,7 +841,8 @@ SHARED_CORES = (
     _tag_distance, _misses_joint, _write_refined,
 )
 HOST_REFINE = (
-    _refine_score, _nearest, _tile_summary, _cell_of, _tag_buckets, _bound, _may_win, _wins, _rank_buckets,
+    _refine_score, _nearest, _unknown_if_nan, _tile_bounds, _cell_of, _tag_buckets, _bound, _may_win,
+    _wins, _rank_buckets,
     _search_tile, _search_person, _refine_joint,
 )
 HOST_DRIVERS = (_scores_host, _mean_tags_host, _refine_host)
@@ -1015,7 +1005,7 @@ def mean_tags(tags: np.ndarray) -> np.ndarray:
     return _mean_tags_with(cores(), tags)
 
 
-def _refine_with(impl, persons, heatmap, tags):
+def _refine_with(impl, persons, heatmap, tags, tiles):
     if not isinstance(persons, np.ndarray) or persons.ndim != 3 or persons.shape[1:] != (
             NUM_JOINTS, 5):
         raise ValueError("refine: persons must be a [P, 17, 5] array")
@@ -1025,29 +1015,35 @@ def _refine_with(impl, persons, heatmap, tags):
         raise ValueError(f"refine: heatmap must be [17, H, W], got shape {heatmap.shape}")
     if tags.shape != heatmap.shape + (2,):
         raise ValueError(f"refine: tags must be {heatmap.shape + (2,)}, got shape {tags.shape}")
+    tiles = np.ascontiguousarray(tiles, dtype=np.float32)
+    grid = (NUM_JOINTS, *tile_grid(*heatmap.shape[1:]), 5)
+    if tiles.shape != grid:
+        raise ValueError(f"refine: tiles must be the maps' tile summary {grid}, got shape {tiles.shape}")
     n_persons = persons.shape[0]
     if n_persons == 0:
         return
     work = np.ascontiguousarray(persons, dtype=np.float32)
     prev = np.zeros((n_persons, 2), np.float32)
     has_prev = np.zeros(n_persons, np.int8)
-    impl.refine_host(work, n_persons, heatmap, tags, prev, has_prev, _TILE_ROWS, _TILE_COLS,
+    impl.refine_host(work, n_persons, heatmap, tags, tiles, prev, has_prev, *TILE_SHAPE,
                      _BUCKET_SIZE, _MAX_BUCKETS)
     if work is not persons:
         persons[...] = work
 
 
-def refine(persons: np.ndarray, heatmap: np.ndarray, tags: np.ndarray) -> None:
+def refine(persons: np.ndarray, heatmap: np.ndarray, tags: np.ndarray, tiles: np.ndarray) -> None:
     """Fill missing joints of every person from the dense maps, in place (SPEC §8).
 
     ``persons`` float32 ``[P, 17, 5]``, ``heatmap`` float32 ``[17, H, W]``, ``tags`` float32
-    ``[17, H, W, 2]``.  Only joints with ``val == 0`` can change, and only to a refined
-    ``val > 0``; their tag columns stay 0.  A person without any joint ``val > 0`` is left as is.
+    ``[17, H, W, 2]``, ``tiles`` their summary ``[17, ceil(H / 8), ceil(W / 16), 5]`` (the graph's
+    ``tiles`` output; ``runtime.metadata.TILE_FIELDS``).  Only joints with ``val == 0`` can change,
+    and only to a refined ``val > 0``; their tag columns stay 0.  A person without any joint
+    ``val > 0`` is left as is.
     """
-    _refine_with(cores(), persons, heatmap, tags)
+    _refine_with(cores(), persons, heatmap, tags, tiles)
 
 
-def decode_people(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray,
+def decode_people(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray, tiles: np.ndarray,
                   detection_threshold: float = 0.1,
                   tag_threshold: float = 1.0,
                   with_refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -1055,10 +1051,10 @@ def decode_people(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray,
 
     The scores are taken after the quarter-pixel adjust (already in the candidates) and
     before refine (SPEC §8).  ``with_refine=False`` returns the grouped people as they are
-    (``--no-refine``: the maps are then not read).
+    (``--no-refine``: the maps and tiles are then not read).
     """
     persons = group(candidates, detection_threshold, tag_threshold)
     scores = person_scores(persons)
     if with_refine:
-        refine(persons, heatmap, tags)
+        refine(persons, heatmap, tags, tiles)
     return persons, scores

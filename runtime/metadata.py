@@ -19,7 +19,13 @@ STD = (0.229, 0.224, 0.225)
 ARCHS = ("w32", "w48")
 INPUT_SIZES = (512, 640)
 # What every exported graph returns, in this order.
-OUTPUT_NAMES = ("candidates", "heatmap", "tags")
+OUTPUT_NAMES = ("candidates", "heatmap", "tags", "tiles")
+# The ``tiles`` output summarises each joint's maps for refine (SPEC §8) in tiles of TILE_SHAPE
+# (rows, columns) pixels, row-major, with TILE_FIELDS per tile: the largest heatmap value and the
+# range of each tag component. Base sizes are multiples of 16 (every INPUT_MULTIPLE is), so the
+# tiles of a graph cover its maps exactly.
+TILE_SHAPE = (8, 16)
+TILE_FIELDS = ("heatmap_max", "tag0_min", "tag0_max", "tag1_min", "tag1_max")
 # Input sides must be multiples of this: what runtime.preprocess produces for every scale. An ONNX file
 # records it under INPUT_MULTIPLE_KEY beside the ModelMetadata keys.
 INPUT_MULTIPLE = 64
@@ -27,6 +33,12 @@ INPUT_MULTIPLE_KEY = "export.input_multiple"
 TOOLKIT_VERSION = "0.1.0"
 # Test scales a file may hold: 0.25 of a 512 input is 128 px, 4 times it 2048 px (mmpose's are 2, 1, 0.5).
 SCALE_RANGE = (0.25, 4.0)
+
+
+def tile_grid(height: int, width: int) -> tuple[int, int]:
+    """Tiles down and across a ``height x width`` map (a partial tile at an edge counts)."""
+    rows, cols = TILE_SHAPE
+    return -(-height // rows), -(-width // cols)
 
 
 @dataclass(frozen=True)

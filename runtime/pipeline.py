@@ -109,7 +109,8 @@ class PoseEstimator:
             return unpad_people(outputs, index)
         decode = self.metadata.decode
         return decode_people(outputs["candidates"][index], outputs["heatmap"][index], outputs["tags"][index],
-                             decode.detection_threshold, decode.tag_threshold, with_refine=self.refine)
+                             outputs["tiles"][index], decode.detection_threshold, decode.tag_threshold,
+                             with_refine=self.refine)
 
     def __call__(self, image: np.ndarray) -> list[Person]:
         """People in one RGB uint8 image, in the reference's order."""

@@ -24,10 +24,10 @@ import sysconfig
 
 import numpy as np
 
-from runtime.metadata import NUM_JOINTS, ModelMetadata
+from runtime.metadata import NUM_JOINTS, OUTPUT_NAMES, ModelMetadata
 
 PEOPLE_OUTPUTS = ("persons", "scores", "count")
-GRAPH_OUTPUTS = ("candidates", "heatmap", "tags")
+GRAPH_OUTPUTS = OUTPUT_NAMES
 # Model-config parameter (and companion-model output) that carries the ModelMetadata as JSON.
 METADATA_KEY = "hrnet_deploy.metadata"
 # PyTriton cannot put parameters into a model config, so runtime.serve answers with the metadata

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import MINI, REPO, need
+from tests.tiles import tiles_of
 
 # Simulator cases per suite (the simulator runs each kernel thread as a Python thread; a refine
 # case on a small map takes about a second). Each covers every map kind, map size and block size at
@@ -156,8 +157,8 @@ def test_gpu_mini_set_matches_host():
 
     decoder = DeviceDecoder(stream=cuda.stream())
     checked = people = 0
-    for name, cand, heatmap, tags in mini_set_maps(limit=40):
-        expected, expected_scores = grouping.decode_people(cand, heatmap, tags)
+    for name, cand, heatmap, tags, tiles in mini_set_maps(limit=40):
+        expected, expected_scores = grouping.decode_people(cand, heatmap, tags, tiles)
         inputs = [(cand, heatmap, tags), tuple(cuda.to_device(a) for a in (cand, heatmap, tags))]
         if torch.cuda.is_available():
             inputs.append(tuple(torch.from_numpy(a).cuda() for a in (cand, heatmap, tags)))
@@ -170,7 +171,7 @@ def test_gpu_mini_set_matches_host():
 
 
 def mini_set_maps(limit: int):
-    """``(file name, candidates, heatmap, tags)`` of mini-set images: network outputs rendered
+    """``(file name, candidates, heatmap, tags, tiles)`` of mini-set images: network outputs rendered
     from the ground truth (benchmarks/render_outputs.py) through the torch decode."""
     from benchmarks.coco import CocoSet, rendered_decode
 
@@ -178,7 +179,8 @@ def mini_set_maps(limit: int):
     annotations = mini.annotations()
     for image in mini.images[:limit]:
         outputs = rendered_decode(image, annotations.get(image.id, []))
-        yield image.path.name, outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0]
+        yield (image.path.name, outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0],
+               outputs["tiles"][0])
 
 
 def same_bits(a, b) -> bool:
@@ -242,7 +244,7 @@ def suite_decode() -> dict:
         height, width = MAP_SIZES[0 if kind == "far_tags" else case % len(MAP_SIZES)]
         heatmap, tags = variant_maps(rng, kind, height, width)
         cand = adjusted_candidates(heatmap, tags)
-        expected, expected_scores = grouping.decode_people(cand, heatmap, tags)
+        expected, expected_scores = grouping.decode_people(cand, heatmap, tags, tiles_of(heatmap, tags))
         threads = _threads_for(height, width)
         persons, scores = decoders[threads].decode(cand, heatmap, tags)
         where = f"decode: seed {seed}, {kind} {height}x{width}, {threads} threads"
@@ -264,7 +266,7 @@ def suite_ties() -> dict:
     def check(persons, heatmap, tags, where, threads=16):
         nonlocal cases
         expected = persons.copy()
-        grouping.refine(expected, heatmap, tags)
+        grouping.refine(expected, heatmap, tags, tiles_of(heatmap, tags))
         got = persons.copy()
         decoders[threads].refine(got, heatmap, tags)
         assert same_bits(got, expected), f"ties: {where}: first difference at {first_difference(got, expected)}"
@@ -342,7 +344,7 @@ def suite_api() -> dict:
     for case, (height, width) in enumerate(shapes):
         heatmap, tags = random_maps(np.random.default_rng(900_000 + case), height, width)
         cand = adjusted_candidates(heatmap, tags)
-        expected = grouping.decode_people(cand, heatmap, tags)
+        expected = grouping.decode_people(cand, heatmap, tags, tiles_of(heatmap, tags))
         persons, scores = decoder.decode(cand, heatmap, tags)
         assert same_bits(persons, expected[0]) and same_bits(scores, expected[1]), f"api {case}"
         uploads, work = dict(decoder._uploads), (decoder._group_work, decoder._refine_work)
@@ -397,7 +399,8 @@ class _MapsBackend:
         self.calls += 1
         made = [variant_maps(rng, "plain", 16, 20) for _ in range(batch)]
         return {"candidates": np.stack([adjusted_candidates(h, t) for h, t in made]),
-                "heatmap": np.stack([h for h, _ in made]), "tags": np.stack([t for _, t in made])}
+                "heatmap": np.stack([h for h, _ in made]), "tags": np.stack([t for _, t in made]),
+                "tiles": np.stack([tiles_of(h, t) for h, t in made])}
 
     def run(self, feed, on_device=False):
         host = self._maps(len(next(iter(feed.values()))))
@@ -508,7 +511,7 @@ def suite_mini() -> dict:
 
     for out in outputs:
         cand = out["candidates"][0]
-        decoded = host.decode_people(cand, out["heatmap"][0], out["tags"][0])[0]
+        decoded = host.decode_people(cand, out["heatmap"][0], out["tags"][0], out["tiles"][0])[0]
         refined += int((decoded[:, :, 2] > 0).sum() - (host.group(cand)[:, :, 2] > 0).sum())
     return {"images": len(chosen), "people": people, "refined": refined}
 

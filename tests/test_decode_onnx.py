@@ -19,6 +19,7 @@ from export import onnx as exporter
 from export import verify
 from runtime.errors import UserError
 from runtime.metadata import DecodeConfig
+from tests.tiles import tiles_of
 
 
 def _write(folder, *extra: str):
@@ -60,6 +61,8 @@ def test_onnx_runtime_against_torch(single, size):
     want = decode_onnx.torch_outputs(config, raw)
     width, height = raw[0].shape[3] * 4, raw[0].shape[2] * 4
     assert got["heatmap"].shape == (size[3], 17, height, width) and got["tags"].shape == (size[3], 17, height, width, 2)
+    # the exported tile summary is that of the file's own maps, bit for bit (ONNX Runtime's reductions)
+    assert got["tiles"].tobytes() == tiles_of(got["heatmap"], got["tags"]).tobytes()
     comparison = verify.compare_outputs(want, got)
     assert comparison.ok(), comparison.lines()
 

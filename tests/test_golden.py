@@ -114,7 +114,7 @@ def decoded_mini(mini_set):
         outputs = rendered_decode(im, annotations.get(im.id, []))
         candidates, heatmap, tags = outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0]
         geometry = scale_geometry(im.width, im.height, 512)
-        ours = people_in_image(*decode_people(candidates, heatmap, tags), geometry)
+        ours = people_in_image(*decode_people(candidates, heatmap, tags, outputs["tiles"][0]), geometry)
         oracle = people_in_image(*baseline_people(candidates, heatmap, tags), geometry)
         decoded[im.path.name] = (im, ours, oracle)
     return decoded

@@ -1,4 +1,5 @@
-"""The Decode part of the DecodeGraph against literal NumPy transcriptions of SPEC §5, §6, §8 and §11."""
+"""The Decode part of the DecodeGraph against literal NumPy transcriptions of SPEC §5, §6, §8 and §11,
+and its tile summary against the NumPy one of ``tests/tiles.py``."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +10,7 @@ torch = pytest.importorskip("torch")
 from benchmarks import baseline  # noqa: E402
 from export.graphs import Decode  # noqa: E402
 from runtime.metadata import FLIP_INDEX, DecodeConfig  # noqa: E402
+from tests.tiles import tiles_of  # noqa: E402
 
 
 def resize_bilinear(maps: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -54,12 +56,33 @@ def random_raw(rng, height: int, width: int) -> dict:
             "y0f": rng.normal(size=shape0).astype(np.float32), "y1f": rng.normal(size=shape1).astype(np.float32)}
 
 
-def run_decode(config: DecodeConfig, passes: list[dict], height: int, width: int):
+def run_decode(config: DecodeConfig, passes: list[dict], height: int, width: int, with_tiles: bool = False):
     outputs = [(torch.from_numpy(np.stack([p["y0"], p["y0f"]])), torch.from_numpy(np.stack([p["y1"], p["y1f"]])))
                for p in passes]
     with torch.inference_mode():
-        candidates, heatmap, tags = Decode(config)(outputs, height, width)
-    return candidates[0].numpy(), heatmap[0].numpy(), tags[0].numpy()
+        candidates, heatmap, tags, tiles = Decode(config)(outputs, height, width)
+    found = candidates[0].numpy(), heatmap[0].numpy(), tags[0].numpy()
+    return (*found, tiles[0].numpy()) if with_tiles else found
+
+
+@pytest.mark.parametrize("scales", [(1.0,), (2.0, 1.0, 0.5)])
+def test_tile_summary_is_the_maps_tile_by_tile(scales):
+    """The ``tiles`` output equals the NumPy summary of the graph's own heatmap and tags, bit for bit
+    (maxima and minima are exact), on maps of distinct random values, flip test on and off.
+
+    Mutations tried in ``export.graphs``: ``amin`` and ``amax`` swapped for the tags; the two tile
+    sides swapped in ``_tile_reduce``; the flipped pass's tag reduced in place of the original's:
+    each fails here."""
+    rng = np.random.default_rng(4)
+    base = (64, 96)
+    passes = [random_raw(rng, int(base[0] * s), int(base[1] * s)) for s in scales]
+    _, heatmap, tags, tiles = run_decode(DecodeConfig(scales=scales), passes, *base, with_tiles=True)
+    assert tiles.shape == (17, 8, 6, 5)
+    assert tiles.tobytes() == tiles_of(heatmap, tags).tobytes()
+    single = [(torch.from_numpy(p["y0"][None]), torch.from_numpy(p["y1"][None])) for p in passes]
+    with torch.inference_mode():
+        _, heatmap, tags, tiles = (t[0].numpy() for t in Decode(DecodeConfig(scales=scales, flip=False))(single, *base))
+    assert tiles.tobytes() == tiles_of(heatmap, tags).tobytes() and not tiles[..., 3:].any()
 
 
 @pytest.mark.parametrize("size", [(64, 96), (128, 64)])
@@ -211,7 +234,7 @@ def test_no_flip_decode_is_the_flip_decode_of_a_symmetric_pass(scales):
     single = [(torch.from_numpy(p["y0"][None]), torch.from_numpy(p["y1"][None])) for p in passes]
     with torch.inference_mode():
         out = Decode(DecodeConfig(scales=scales, flip=False))(single, *base)
-    no_flip_candidates, no_flip_heatmap, no_flip_tags = (t[0].numpy() for t in out)
+    no_flip_candidates, no_flip_heatmap, no_flip_tags = (t[0].numpy() for t in out[:3])
     assert no_flip_heatmap.tobytes() == heatmap.tobytes()
     assert no_flip_tags[..., 0].tobytes() == tags[..., 0].tobytes() and not no_flip_tags[..., 1].any()
     assert no_flip_candidates[..., :4].tobytes() == candidates[..., :4].tobytes()

@@ -16,6 +16,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from benchmarks import baseline  # noqa: E402
 from runtime import grouping  # noqa: E402
+from tests.tiles import tiles_of  # noqa: E402
 
 VALS = np.array([0.05, 0.1, 0.1000001, 0.25, 0.3, 0.5, 0.75, 1.0], dtype=np.float32)
 
@@ -328,7 +329,7 @@ def test_decode_people_matches_baseline():
         heatmap, tags = random_maps(rng)
         expected_persons, expected_scores = baseline.decode(heatmap, tags)
         persons, scores = grouping.decode_people(adjusted_candidates(heatmap, tags), heatmap,
-                                                 tags)
+                                                 tags, tiles_of(heatmap, tags))
         assert persons.shape == expected_persons.shape, f"seed {seed}"
         assert same_bits(scores, expected_scores), f"seed {seed}"
         assert same_bits(persons, expected_persons), f"seed {seed}"
@@ -344,7 +345,7 @@ def test_refine_matches_baseline():
         loc, val, tag = baseline.top_k(baseline.nms(heatmap), tags)
         persons = baseline.adjust(baseline.match_by_tag(loc, val, tag), heatmap)
         ours = persons.copy()
-        grouping.refine(ours, heatmap, tags)
+        grouping.refine(ours, heatmap, tags, tiles_of(heatmap, tags))
         for person in persons:
             baseline.refine(heatmap, tags, person)
         assert same_bits(ours, persons), f"seed {seed}"
@@ -375,6 +376,8 @@ def variant_maps(rng, kind: str, height: int, width: int):
 def test_refine_matches_baseline_varied_maps(kind):
     # Odd map sizes (partial tiles), continuous or far-apart tags, negative heatmaps, flat
     # maps: the exact pruning of the fast refine must never change the first maximum.
+    # Mutation tried: tiles of equal value out of row-major order (np.argsort's default
+    # quicksort in _tag_buckets) fails the flat maps.
     for case in range(6):
         seed = 500_000 + case
         rng = np.random.default_rng(seed)
@@ -383,7 +386,7 @@ def test_refine_matches_baseline_varied_maps(kind):
         loc, val, tag = baseline.top_k(baseline.nms(heatmap), tags)
         persons = baseline.adjust(baseline.match_by_tag(loc, val, tag), heatmap)
         ours = persons.copy()
-        grouping.refine(ours, heatmap, tags)
+        grouping.refine(ours, heatmap, tags, tiles_of(heatmap, tags))
         for person in persons:
             baseline.refine(heatmap, tags, person)
         assert same_bits(ours, persons), f"{kind}, seed {seed}"
@@ -406,7 +409,7 @@ def test_refine_hand_worked_tie():
     expected = persons.copy()
     # x: hm[2, 4] > hm[2, 2]? no (0 vs 0) -> 3 + 0.5 - 0.25; y: hm[3, 3] > hm[1, 3]? no.
     expected[0, 1, :3] = (3.25, 2.25, 0.75)
-    grouping.refine(persons, heatmap, tags)
+    grouping.refine(persons, heatmap, tags, tiles_of(heatmap, tags))
     assert same_bits(persons, expected)
     oracle = np.zeros((17, 5), np.float32)
     oracle[0] = (1.75, 1.25, 0.9, 2.0, 0.0)
@@ -419,7 +422,7 @@ def test_refine_keeps_detected_joints_and_scores():
     persons = grouping.group(adjusted_candidates(heatmap, tags))
     before = persons.copy()
     scores = grouping.person_scores(persons)
-    grouping.refine(persons, heatmap, tags)
+    grouping.refine(persons, heatmap, tags, tiles_of(heatmap, tags))
     detected = before[:, :, 2] > 0
     assert same_bits(persons[detected], before[detected])
     assert np.all(persons[~detected][:, 3:] == 0)
@@ -447,8 +450,8 @@ def test_plain_python_cores_agree():
     assert same_bits(grouping._person_scores_with(plain, persons),
                      grouping.person_scores(persons))
     ours, theirs = persons.copy(), persons.copy()
-    grouping._refine_with(plain, ours, heatmap, tags)
-    grouping.refine(theirs, heatmap, tags)
+    grouping._refine_with(plain, ours, heatmap, tags, tiles_of(heatmap, tags))
+    grouping.refine(theirs, heatmap, tags, tiles_of(heatmap, tags))
     assert same_bits(ours, theirs)
 
 
@@ -459,7 +462,7 @@ def test_refine_search_order_keeps_first_pixel_on_ties():
     pixel in a later tile (heatmap 1.5, one tag unit away: score 0.5) is searched first (its
     tile also holds the person's tag, so its bound 1.5 beats the first tile's 0.5).
     Mutations tried: dropping ``or (score == best and at < best_at)`` in
-    ``grouping._wins`` (the later pixel wins) and breaking on ``tile[k, 0] <= best``
+    ``grouping._wins`` (the later pixel wins) and breaking on ``reach <= best``
     instead of ``< best`` in ``_search_person`` (the first pixel's tile is never searched): both fail here.
     """
     height, width = 24, 40
@@ -474,6 +477,87 @@ def test_refine_search_order_keeps_first_pixel_on_ties():
     persons = np.zeros((1, 17, 5), np.float32)
     persons[0, 0] = (1.75, 1.25, 0.9, 2.0, 0.0)
     oracle = persons[0].copy()
-    grouping.refine(persons, heatmap, tags)
+    grouping.refine(persons, heatmap, tags, tiles_of(heatmap, tags))
     assert same_bits(baseline.refine(heatmap, tags, oracle), persons[0])
     assert persons[0, 1, 2] == np.float32(0.5)  # pixel (0, 0), not (20, 35)
+
+
+def test_refine_reads_nan_tile_fields_as_unknown():
+    """A tile holding a NaN pixel may be summarised as NaN (``np.max``, torch and ONNX Runtime
+    propagate it) or by its other pixels (``np.fmax``); refine finds the same maximum from either.
+    Here the person's maximum (0.8) shares a tile with a NaN pixel: a NaN summary taken as it is
+    would sort that tile last, after a tile whose 0.5 ends the search. A NaN pixel scores NaN and
+    never wins a comparison, so the maximum is the 0.8 pixel (mmpose's ``np.argmax`` would return
+    the NaN; the pipeline refuses NaN candidates before refine, ``pipeline.check_finite``).
+
+    Mutation tried: ``_unknown_if_nan`` returning the field as it is fails on the NaN summary."""
+    height, width = 16, 48
+    heatmap = np.zeros((17, height, width), np.float32)
+    tags = np.zeros((17, height, width, 2), np.float32)
+    heatmap[1, 2, 3] = 0.5  # tile (0, 0)
+    heatmap[1, 9, 40] = 0.8  # tile (1, 2) ...
+    heatmap[1, 10, 41] = np.nan  # ... which also holds a NaN
+    tags[1, 11, 33] = (np.nan, 0.0)
+    person = np.zeros((1, 17, 5), np.float32)
+    person[0, 0] = (1.75, 1.25, 0.9, 0.0, 0.0)  # tag (0, 0): every tag of joint 1 is at distance 0
+    propagated = tiles_of(heatmap, tags)
+    assert np.isnan(propagated[1, 1, 2]).any()
+    with np.errstate(invalid="ignore"):
+        left_out = tiles_of(np.nan_to_num(heatmap, nan=-np.inf), np.nan_to_num(tags, nan=0.0))
+    for tiles in (propagated, left_out):
+        persons = person.copy()
+        grouping.refine(persons, heatmap, tags, tiles)
+        assert persons[0, 1, :3].tolist() == [40.25, 9.25, np.float32(0.8)]  # pixel (40, 9), its adjust
+
+
+def test_refine_refuses_a_summary_of_other_maps():
+    heatmap, tags = random_maps(np.random.default_rng(6), 20, 28)
+    persons = grouping.group(adjusted_candidates(heatmap, tags))
+    with pytest.raises(ValueError, match=r"tile summary \(17, 3, 2, 5\)"):
+        grouping.refine(persons, heatmap, tags, tiles_of(heatmap[:, :16], tags[:, :16]))
+
+
+def test_refine_skips_only_tiles_of_the_same_value():
+    """Far from the person's tag, float32 rounding makes different heatmap values score alike:
+    ``0.49 - 1e6`` and ``0.5 - 1e6`` are both -999999.5. The search skips the rest of a run of
+    tiles of one value once their bound equals the best score and they start after the best pixel;
+    a later tile of a lower value can still tie and come first. Here the maximum is the 0.49 pixel
+    (2, 3), tied with two 0.5 pixels later in row-major order and searched after them.
+
+    Mutation tried: ``run_end`` reaching the end of the bucket (every tile after the skipped one
+    taken as of the same value) fails here."""
+    height, width = 24, 48
+    heatmap = np.zeros((17, height, width), np.float32)
+    tags = np.zeros((17, height, width, 2), np.float32)
+    tags[1] = (1e6, 0.0)
+    heatmap[1, 2, 3] = 0.49  # tile 0
+    heatmap[1, 9, 5] = 0.5  # tile 3: searched first
+    heatmap[1, 17, 40] = 0.5  # tile 8: starts after the best pixel, bound equal: its run is skipped
+    person = np.zeros((1, 17, 5), np.float32)
+    person[0, 0] = (1.75, 1.25, 0.9, 0.0, 0.0)
+    oracle = person[0].copy()
+    grouping.refine(person, heatmap, tags, tiles_of(heatmap, tags))
+    assert person[0, 1, 2] == np.float32(0.49)
+    assert same_bits(baseline.refine(heatmap, tags, oracle), person[0])
+
+
+@pytest.mark.parametrize("kind", ["plain", "plateau", "far_tags"])
+def test_refine_is_exact_for_any_summary_that_bounds_the_maps(kind):
+    """Refine's search only prunes by bounds, so a summary that over-states each tile (a larger
+    heatmap maximum, wider tag ranges) gives the same people, bit for bit; only the search grows.
+    ``tests/tie_explanation.py`` relies on it (one summary bounding both backends' maps).
+
+    Mutation tried: ``_nearest`` returning the middle of a tag range that holds the person's tag (no
+    longer a bound) fails all three."""
+    for case in range(4):
+        seed = 520_000 + case
+        rng = np.random.default_rng(seed)
+        heatmap, tags = variant_maps(rng, kind, 24, 40)
+        persons = grouping.group(adjusted_candidates(heatmap, tags))
+        exact, loose = persons.copy(), persons.copy()
+        tiles = tiles_of(heatmap, tags)
+        grouping.refine(exact, heatmap, tags, tiles)
+        slack = rng.choice([0.0, 0.25, 3.0], size=tiles.shape).astype(np.float32)
+        slack[..., 1::2] *= -1  # fields 1 and 3 are lower bounds
+        grouping.refine(loose, heatmap, tags, tiles + slack)
+        assert same_bits(loose, exact), f"{kind}, seed {seed}"

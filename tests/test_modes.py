@@ -28,15 +28,15 @@ def rendered():
     return [(im.path.name, rendered_outputs(im, annotations.get(im.id, []))) for im in crowded]
 
 
-def graph_outputs(raw: list[np.ndarray], flip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidates, heatmap and tags of one image from the torch ``Decode`` (the flip test on or off)."""
+def graph_outputs(raw: list[np.ndarray], flip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates, heatmap, tags and tiles of one image from the torch ``Decode`` (the flip test on or off)."""
     from export.decode_onnx import torch_outputs
     from runtime.metadata import DecodeConfig
 
     if not flip:
         raw = [maps[:1] for maps in raw]
     outputs = torch_outputs(DecodeConfig(flip=flip), raw)
-    return outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0]
+    return outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0], outputs["tiles"][0]
 
 
 def oracle_people(candidates: np.ndarray, heatmap: np.ndarray, tags: np.ndarray, refine: bool):
@@ -77,10 +77,10 @@ def test_no_refine_is_the_reference_decode_without_refine(rendered):
 
     refined_joints = 0
     for name, raw in rendered:
-        candidates, heatmap, tags = graph_outputs(raw, flip=True)
-        plain = decode_people(candidates, heatmap, tags, with_refine=False)
+        candidates, heatmap, tags, tiles = graph_outputs(raw, flip=True)
+        plain = decode_people(candidates, heatmap, tags, tiles, with_refine=False)
         assert_identical(name, plain, oracle_people(candidates, heatmap, tags, refine=False))
-        full = decode_people(candidates, heatmap, tags)
+        full = decode_people(candidates, heatmap, tags, tiles)
         assert np.array_equal(full[1], plain[1]), f"{name}: refine changed a person score"
         refined_joints += int((full[0][..., 2] > 0).sum() - (plain[0][..., 2] > 0).sum())
     assert refined_joints > 0
@@ -95,19 +95,19 @@ def test_pose_estimator_no_refine_reaches_the_decode(rendered):
     from runtime.pipeline import PoseEstimator
 
     name, raw = rendered[0]
-    candidates, heatmap, tags = graph_outputs(raw, flip=True)
+    candidates, heatmap, tags, tiles = graph_outputs(raw, flip=True)
 
     class Maps:
         """A backend whose one output is the rendered image's decode."""
         name, device_io, max_batch, metadata = "rendered", None, 1, ModelMetadata("w32", 512)
 
-    outputs = {"candidates": candidates[None], "heatmap": heatmap[None], "tags": tags[None]}
+    outputs = {"candidates": candidates[None], "heatmap": heatmap[None], "tags": tags[None], "tiles": tiles[None]}
     for refine in (False, True):
         persons, scores = PoseEstimator(Maps(), refine=refine).group(outputs)
-        want = decode_people(candidates, heatmap, tags, with_refine=refine)
+        want = decode_people(candidates, heatmap, tags, tiles, with_refine=refine)
         assert np.array_equal(persons, want[0]) and np.array_equal(scores, want[1]), (name, refine)
-    assert not np.array_equal(decode_people(candidates, heatmap, tags)[0],
-                              decode_people(candidates, heatmap, tags, with_refine=False)[0])
+    assert not np.array_equal(decode_people(candidates, heatmap, tags, tiles)[0],
+                              decode_people(candidates, heatmap, tags, tiles, with_refine=False)[0])
 
 
 def aggregate_without_flip(raw: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +136,7 @@ def test_no_flip_is_the_reference_decode_without_flip(rendered):
     from runtime.grouping import decode_people
 
     for name, raw in rendered:
-        candidates, heatmap, tags = graph_outputs(raw, flip=False)
+        candidates, heatmap, tags, tiles = graph_outputs(raw, flip=False)
         want_heatmap, want_tags = aggregate_without_flip(raw)
         assert heatmap.tobytes() == want_heatmap.tobytes(), f"{name}: heatmap"
         assert tags[..., :1].tobytes() == want_tags.tobytes() and not tags[..., 1].any(), f"{name}: tags"
@@ -148,7 +148,7 @@ def test_no_flip_is_the_reference_decode_without_flip(rendered):
                     if v > 0.1}
             theirs = {(int(x), int(y), v) for (x, y), v in zip(loc[joint], val[joint]) if v > 0.1}
             assert mine == theirs, f"{name}: joint {joint} candidates"
-        ours = decode_people(candidates, heatmap, tags)
+        ours = decode_people(candidates, heatmap, tags, tiles)
         assert_identical(name, ours, oracle_people(candidates, want_heatmap, want_tags, refine=True))
 
 

@@ -457,7 +457,8 @@ def test_a_model_computing_nan_is_refused():
             n, h, w, _ = feed["image"].shape
             return {"candidates": np.full((n, 17, 30, 5), np.nan, np.float32),
                     "heatmap": np.full((n, 17, h, w), np.nan, np.float32),
-                    "tags": np.zeros((n, 17, h, w, 2), np.float32)}
+                    "tags": np.zeros((n, 17, h, w, 2), np.float32),
+                    "tiles": np.full((n, 17, h // 8, w // 16, 5), np.nan, np.float32)}
 
     with pytest.raises(ModelFault, match="nan-model: the model computes NaN"):
         PoseEstimator(NanBackend())(np.zeros((64, 96, 3), np.uint8))

@@ -466,7 +466,7 @@ def _check_people_equal_host(estimator, trt_backend, image, decode_people, peopl
     outputs = trt_backend.device_io.download(trt_backend.device_slot(feed))
     decode = trt_backend.metadata.decode
     persons, scores = decode_people(outputs["candidates"][0], outputs["heatmap"][0], outputs["tags"][0],
-                                    decode.detection_threshold, decode.tag_threshold)
+                                    outputs["tiles"][0], decode.detection_threshold, decode.tag_threshold)
     host_people = people_in_image(persons, scores, prepared.base_geometry)
     assert len(device_people) == len(host_people) > 0
     for index, (a, b) in enumerate(zip(device_people, host_people)):

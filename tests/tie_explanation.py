@@ -36,6 +36,8 @@ from typing import Callable
 
 import numpy as np
 
+from tests.tiles import tiles_of
+
 FIELDS = ("x", "y", "val", "tag0", "tag1")
 PEOPLE_TOL = 1e-4  # x, y, joint and person scores (the tolerance of the golden comparisons)
 # Flips one image may need besides top-k orders; more would not be a few ties but a drift of the maps.
@@ -44,11 +46,32 @@ MAX_FLIPS = 8
 People = tuple[np.ndarray, np.ndarray]
 
 
+def summary(outputs: dict[str, np.ndarray], index: int = 0) -> np.ndarray:
+    """The tile summary of one image: the backend's ``tiles`` output, or (for maps made by hand, which
+    come without one) computed here from the maps."""
+    if "tiles" in outputs:
+        return outputs["tiles"][index]
+    return tiles_of(outputs["heatmap"][index], outputs["tags"][index])
+
+
+def bounding_summary(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> np.ndarray:
+    """A tile summary ``[1, 17, down, across, 5]`` that bounds every mix of the two sides' maps: the
+    larger heatmap maximum and the wider tag range of each tile. Refine's search is exact for any
+    summary that bounds the maps (a loose one only makes it search more; ``tests/test_grouping.py``),
+    so the explanation's trial decodes need no new summary for each mix of the maps."""
+    a, b = summary(reference), summary(other)
+    out = np.maximum(a, b)
+    for lower in (1, 3):
+        out[..., lower] = np.minimum(a[..., lower], b[..., lower])
+    return out[None]
+
+
 def decode(outputs: dict[str, np.ndarray], index: int = 0) -> People:
     """The reference decode (SPEC §7-8, default thresholds) of one image of a backend's outputs."""
     from runtime.grouping import decode_people
 
-    return decode_people(outputs["candidates"][index], outputs["heatmap"][index], outputs["tags"][index], 0.1, 1.0)
+    return decode_people(outputs["candidates"][index], outputs["heatmap"][index], outputs["tags"][index],
+                         summary(outputs, index), 0.1, 1.0)
 
 
 def same_people(a: People, b: People) -> bool:
@@ -303,6 +326,7 @@ class _Search:
                 differ = self.mine[joint][pixel].view(np.uint32) != theirs.view(np.uint32)
                 self.units += [_Unit("value", joint, (pixel, int(f))) for f in np.flatnonzero(differ)]
         self.work = {name: np.array(reference[name][:1]) for name in self.MAPS}
+        self.work["tiles"] = bounding_summary(reference, other)
         self.flat_ref = {name: np.ascontiguousarray(reference[name][0]).reshape(-1) for name in self.MAPS}
         self.flat_oth = {name: np.ascontiguousarray(other[name][0]).reshape(-1) for name in self.MAPS}
         self.positions = {name: np.flatnonzero(self.flat_ref[name].view(np.uint32)
@@ -359,6 +383,7 @@ class _Search:
             array = self.flat_ref[name].copy()
             array[picked] = self.flat_oth[name][picked]
             out[name] = array.reshape(self.reference[name].shape[1:])[None]
+        out["tiles"] = self.work["tiles"]
         return out
 
 

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils  # exists inside tritonserver only
 
-OUTPUTS = ("candidates", "heatmap", "tags")
+OUTPUTS = ("candidates", "heatmap", "tags", "tiles")
 
 
 class TritonPythonModel:

@@ -1,6 +1,6 @@
 """Triton Python-backend model written by hrnet-deploy's ``export.triton``: grouping + refine.
 
-Inputs: the DecodeGraph's ``candidates``, ``heatmap``, ``tags`` of a batch; outputs per image:
+Inputs: the DecodeGraph's ``candidates``, ``heatmap``, ``tags``, ``tiles`` of a batch; outputs per image:
 ``persons [P, 17, 5]``, ``scores [P]``, ``count [1]`` (``runtime/serving.py``, copied beside this
 file together with ``runtime/grouping.py``, the same code a local run uses; an hrnet-deploy installed in
 the server's Python is preferred, so its numba cache is reused). The decode thresholds
@@ -16,7 +16,8 @@ sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 import triton_python_backend_utils as pb_utils  # noqa: E402  (exists inside tritonserver only)
 
 from runtime.grouping import decode_people  # noqa: E402
-from runtime.serving import METADATA_KEY, PEOPLE_OUTPUTS, max_people, pad_people, parse_metadata_json  # noqa: E402
+from runtime.serving import (GRAPH_OUTPUTS, METADATA_KEY, PEOPLE_OUTPUTS, max_people, pad_people,  # noqa: E402
+                             parse_metadata_json)
 
 
 class TritonPythonModel:
@@ -26,11 +27,11 @@ class TritonPythonModel:
         self.limit = max_people(self.metadata)
 
     def _people(self, request):
-        candidates, heatmap, tags = (pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-                                     for name in ("candidates", "heatmap", "tags"))
+        candidates, heatmap, tags, tiles = (pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                                            for name in GRAPH_OUTPUTS)
         decode = self.metadata.decode
-        found = [decode_people(candidates[i], heatmap[i], tags[i], decode.detection_threshold, decode.tag_threshold)
-                 for i in range(candidates.shape[0])]
+        found = [decode_people(candidates[i], heatmap[i], tags[i], tiles[i], decode.detection_threshold,
+                               decode.tag_threshold) for i in range(candidates.shape[0])]
         outputs = pad_people(found, self.limit)
         return pb_utils.InferenceResponse([pb_utils.Tensor(name, outputs[name]) for name in PEOPLE_OUTPUTS])
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.errors import UserError
-from runtime.metadata import ModelMetadata
+from runtime.metadata import ModelMetadata, tile_grid
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class Backend:
         batch, height, width = base.shape[:3]
         k = self.metadata.decode.top_k
         return {"candidates": (batch, 17, k, 5), "heatmap": (batch, 17, height, width),
-                "tags": (batch, 17, height, width, 2)}
+                "tags": (batch, 17, height, width, 2), "tiles": (batch, 17, *tile_grid(height, width), 5)}
 
 
 def io_specs(metadata: ModelMetadata) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -135,5 +135,6 @@ def io_specs(metadata: ModelMetadata) -> tuple[list[TensorSpec], list[TensorSpec
     inputs = [TensorSpec(name, "uint8", (None, None, None, 3)) for name in metadata.input_names]
     outputs = [TensorSpec("candidates", "float32", (None, 17, k, 5)),
                TensorSpec("heatmap", "float32", (None, 17, None, None)),
-               TensorSpec("tags", "float32", (None, 17, None, None, 2))]
+               TensorSpec("tags", "float32", (None, 17, None, None, 2)),
+               TensorSpec("tiles", "float32", (None, 17, None, None, 5))]
     return inputs, outputs

@@ -6,7 +6,7 @@ The model behind the URL is one of:
   repository written by ``python -m export.triton``): outputs ``persons``, ``scores``, ``count``
   (``runtime.serving``); ``PoseEstimator`` reads the people as they come;
 * a graph model (``export.triton --grouping-on client``): outputs ``candidates``, ``heatmap``,
-  ``tags``; ``PoseEstimator`` groups and refines here, as for a local file.
+  ``tags``, ``tiles``; ``PoseEstimator`` groups and refines here, as for a local file.
 
 Either way the client sends the network input(s) that ``runtime.preprocess.prepare`` makes, and
 maps people back to image pixels itself, so a served run writes what a local run of the same file
