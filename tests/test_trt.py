@@ -344,18 +344,21 @@ def test_check_io_compares_names_dtypes_ranks_and_fixed_dimensions():
     def check(outputs, ordered=True):
         backend._check_io({"inputs": list(backend.inputs), "outputs": outputs}, names, "FIX", ordered)
 
-    candidates, heatmap, tags = backend.outputs
-    check([candidates, heatmap, tags])
-    check([candidates, changed(heatmap, shape=(None, None, None, None)), tags])  # dynamic: any size
-    check([tags, candidates, heatmap], ordered=False)
+    candidates, heatmap, tags, tiles = backend.outputs
+    check([candidates, heatmap, tags, tiles])
+    check([candidates, changed(heatmap, shape=(None, None, None, None)), tags, tiles])  # dynamic: any size
+    check([tags, candidates, tiles, heatmap], ordered=False)
     with pytest.raises(UserError) as error:
-        check([tags, candidates, heatmap])
-    assert str(error.value) == ("/models/w32.onnx: outputs ['tags', 'candidates', 'heatmap'] do not match "
-                                "(['candidates', 'heatmap', 'tags']); FIX")
+        check([tags, candidates, heatmap, tiles])
+    assert str(error.value) == ("/models/w32.onnx: outputs ['tags', 'candidates', 'heatmap', 'tiles'] do not match "
+                                "(['candidates', 'heatmap', 'tags', 'tiles']); FIX")
+    with pytest.raises(UserError) as error:  # a file without the tile summary
+        check([candidates, heatmap, tags])
+    assert "outputs ['candidates', 'heatmap', 'tags'] do not match" in str(error.value)
     for wrong in (changed(heatmap, dtype="float16"), changed(heatmap, shape=(None, 17, None)),
                   changed(heatmap, shape=(None, 18, None, None))):
         with pytest.raises(UserError) as error:
-            check([candidates, wrong, tags], ordered=False)
+            check([candidates, wrong, tags, tiles], ordered=False)
         assert str(error.value) == (f"/models/w32.onnx: output 'heatmap' is {wrong.dtype} {list(wrong.shape)}, "
                                     f"expected float32 [None, 17, None, None] (None = any size); FIX")
 
