@@ -60,8 +60,10 @@ def _gather(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def _tile_reduce(x: torch.Tensor, reduce) -> torch.Tensor:
     """``reduce`` (``torch.amax`` / ``torch.amin``) of ``[N, J, H, W]`` over tiles of TILE_SHAPE:
     ``[N, J, H / rows, W / columns]``. Along each row's contiguous runs of ``columns`` first, then
-    over ``rows`` of those: both reductions read memory in order (about twice as fast in ONNX Runtime
-    as one reduction over two strided axes, and five times a MaxPool of the tile's size)."""
+    over ``rows`` of those: both reductions read memory in order. On ONNX Runtime's CPU kernels this
+    form ran faster than one reduction over two strided axes or a MaxPool of the tile's size (one
+    exploratory timing, not a benchmark); what the summary costs in the graph is the "tiles in
+    graph" column of ``benchmarks/speed.py --section host``."""
     rows, columns = TILE_SHAPE
     n, joints, height = x.shape[:3]
     across = reduce(x.reshape(n, joints, height, -1, columns), 4)
